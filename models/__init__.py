@@ -1,0 +1,6 @@
+"""SVFAP models. Importing this package registers them with timm."""
+from .checkpoint import CheckpointMismatchError, load_checkpoint_file, load_pretrained
+from .factory import MODEL_NAMES
+from .flops import count_macs, count_params
+from .pretrain import PretrainTPSBT
+from .tpsbt import TPSBT

@@ -1,0 +1,177 @@
+"""Reading release checkpoints and mapping them onto our models, failing loudly on mismatches.
+
+The release's loader only printed size mismatches, so a 768-wide pre-training checkpoint silently
+gave a randomly initialised 512-wide model. Here any mismatch beyond a new classifier raises.
+"""
+import argparse
+import math
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# What the release's checkpoints pickle besides tensors: argparse.Namespace, and numpy scalars
+# in some ``args`` values. Old pickles name numpy's scalar under ``numpy.core``.
+_SAFE_GLOBALS = [
+    argparse.Namespace,
+    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
+    np._core.multiarray.scalar,
+    np.dtype,
+    (np.dtype, "numpy.dtype"),
+    type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64)), type(np.dtype(np.bool_)),
+]
+
+PRETRAIN_ONLY = ("decoder.", "mask_token", "encoder_to_decoder.", "pos_embed_decoder")
+NEW_HEAD_OK = ("head.", "fc_norm.")
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint does not fit the model (shapes, or weights the model needs are absent)."""
+
+
+def load_checkpoint_file(path, map_location="cpu"):
+    """``torch.load`` with ``weights_only=True`` and only the release's extra globals allowed."""
+    with torch.serialization.safe_globals(_SAFE_GLOBALS):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def extract_state_dict(checkpoint, model_key="model|module|state_dict"):
+    """The weights inside a checkpoint (first of ``model_key``'s keys), or the checkpoint itself."""
+    if isinstance(checkpoint, dict):
+        for key in model_key.split("|"):
+            if key in checkpoint and isinstance(checkpoint[key], dict):
+                return checkpoint[key]
+        if all(torch.is_tensor(v) for v in checkpoint.values()):
+            return checkpoint
+    raise CheckpointMismatchError(
+        f"no state dict under any of {model_key.split('|')} (top-level keys: {sorted(checkpoint)[:10]})")
+
+
+def checkpoint_args(checkpoint):
+    args = checkpoint.get("args") if isinstance(checkpoint, dict) else None
+    return vars(args) if isinstance(args, argparse.Namespace) else (args or {})
+
+
+def to_finetune_keys(state_dict):
+    """Strip wrapper prefixes and drop everything only the pre-training model has."""
+    out = OrderedDict()
+    for key, value in state_dict.items():
+        for prefix in ("module.", "backbone.", "_orig_mod."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        if key.startswith(PRETRAIN_ONLY):
+            continue
+        if key.startswith("encoder."):
+            key = key[len("encoder."):]
+            if key.startswith(("norm.", "head.")):  # encoder.norm feeds the decoder only
+                continue
+        out[key] = value
+    return out
+
+
+def _grid_guesses(num_tokens, grid, hints):
+    t, h, w = grid
+    guesses = []
+    if hints:
+        guesses.append(hints)
+    if num_tokens % (h * w) == 0:
+        guesses.append((num_tokens // (h * w), h, w))
+    side = math.isqrt(num_tokens // t) if num_tokens % t == 0 else 0
+    if side and t * side * side == num_tokens:
+        guesses.append((t, side, side))
+    return [g for g in guesses if math.prod(g) == num_tokens]
+
+
+def interpolate_pos_embed(table, grid, source_grid=None):
+    """Resize a learnable ``(1, N, C)`` position table to ``grid`` (frames and/or resolution)."""
+    guesses = _grid_guesses(table.shape[1], grid, source_grid)
+    if not guesses:
+        raise CheckpointMismatchError(f"cannot tell the token grid of a {table.shape[1]}-position table")
+    src = guesses[0]
+    x = table.reshape(1, *src, -1).permute(0, 4, 1, 2, 3).float()
+    x = F.interpolate(x, size=tuple(grid), mode="trilinear", align_corners=False)
+    return x.permute(0, 2, 3, 4, 1).flatten(1, 3).to(table.dtype)
+
+
+def _source_grid(args, patch_size, tubelet_size):
+    frames, size = args.get("num_frames"), args.get("input_size")
+    if frames and size:
+        return (frames // args.get("tubelet_size", tubelet_size), size // patch_size, size // patch_size)
+    return None
+
+
+def load_pretrained(model, checkpoint, model_key="model|module|state_dict", verbose=True):
+    """Load a release (pre-training or fine-tuning) checkpoint into a fine-tuning model.
+
+    ``checkpoint`` is a path, a loaded checkpoint dict or a state dict. Returns a report dict.
+    Raises :class:`CheckpointMismatchError` on a shape mismatch (other than a new classifier)
+    or when weights the model needs are missing (other than ``head`` and ``fc_norm``).
+    """
+    if isinstance(checkpoint, (str, bytes)) or hasattr(checkpoint, "__fspath__"):
+        checkpoint = load_checkpoint_file(checkpoint)
+    args = checkpoint_args(checkpoint)
+    state_dict = to_finetune_keys(extract_state_dict(checkpoint, model_key))
+    own = model.state_dict()
+    report = {"loaded": [], "missing": [], "unused": [], "new_head": [], "interpolated": [], "mismatched": []}
+
+    for key in list(state_dict):
+        if key not in own:
+            report["unused"].append(key)
+            state_dict.pop(key)
+            continue
+        src, dst = state_dict[key].shape, own[key].shape
+        if src == dst:
+            continue
+        if key == "pos_embed" and src[-1] == dst[-1]:
+            patch = model.patch_embed.proj.kernel_size
+            state_dict[key] = interpolate_pos_embed(state_dict[key], model.grid_size,
+                                                    _source_grid(args, patch[1], patch[0]))
+            report["interpolated"].append(f"{key}: {tuple(src)} -> {tuple(dst)}")
+        elif key.startswith("head."):
+            report["new_head"].append(f"{key}: checkpoint {tuple(src)}, model {tuple(dst)}")
+            state_dict.pop(key)
+        else:
+            report["mismatched"].append(f"{key}: checkpoint {tuple(src)}, model {tuple(dst)}")
+    report["missing"] = [k for k in own if k not in state_dict and not k.startswith(NEW_HEAD_OK)]
+    report["new_head"] += [k for k in own if k not in state_dict and k.startswith(NEW_HEAD_OK)
+                           and not any(r.startswith(k) for r in report["new_head"])]
+
+    if report["mismatched"] or report["missing"]:
+        raise CheckpointMismatchError(_explain(report, state_dict, own))
+    model.load_state_dict(state_dict, strict=False)
+    report["loaded"] = list(state_dict)
+    if verbose:
+        print(format_report(report))
+    return report
+
+
+def _explain(report, state_dict, own):
+    lines = ["checkpoint does not fit the model:"]
+    src = state_dict.get("patch_embed.proj.weight")
+    dst = own.get("patch_embed.proj.weight")
+    if src is not None and dst is not None and src.shape[0] != dst.shape[0]:
+        lines.append(f"  the checkpoint is {src.shape[0]} wide but the model is {dst.shape[0]} wide "
+                     f"(embed_dim); pick the matching --model")
+    if report["mismatched"]:
+        lines.append(f"  {len(report['mismatched'])} shape mismatches, e.g.:")
+        lines += ["    " + m for m in report["mismatched"][:8]]
+    if report["missing"]:
+        lines.append(f"  {len(report['missing'])} weights missing from the checkpoint, e.g.:")
+        lines += ["    " + m for m in report["missing"][:8]]
+    if report["unused"]:
+        lines.append(f"  {len(report['unused'])} checkpoint weights the model has no place for, e.g. "
+                     + ", ".join(report["unused"][:5]))
+    return "\n".join(lines)
+
+
+def format_report(report):
+    parts = [f"loaded {len(report['loaded'])} tensors"]
+    if report["new_head"]:
+        parts.append("new (trained from scratch): " + ", ".join(report["new_head"]))
+    if report["interpolated"]:
+        parts.append("interpolated: " + ", ".join(report["interpolated"]))
+    if report["unused"]:
+        parts.append(f"unused checkpoint tensors ({len(report['unused'])}): " + ", ".join(report["unused"][:8])
+                     + (" ..." if len(report["unused"]) > 8 else ""))
+    return "; ".join(parts)

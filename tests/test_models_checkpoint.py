@@ -1,0 +1,106 @@
+"""Checkpoint loading: release formats load, anything that does not fit raises with a reason."""
+import argparse
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+import models  # noqa: F401
+from models import CheckpointMismatchError, load_checkpoint_file, load_pretrained
+
+TINY_FT = dict(img_size=64, embed_dim=64, num_heads=4, stage_depths=(2, 2, 2), num_bottleneck_tokens=4)
+TINY_PT = dict(img_size=64, encoder_embed_dim=64, encoder_num_heads=4, stage_depths=(2, 2, 2),
+               num_bottleneck_tokens=4, decoder_embed_dim=32, decoder_num_heads=2, decoder_depth=1)
+
+
+def _release_checkpoint(path, state_dict, key="model", **extra_args):
+    args = argparse.Namespace(model="pretrain_svfap_base_patch16_160", num_frames=16, input_size=64,
+                              mask_ratio=np.float64(0.9), **extra_args)
+    torch.save({key: state_dict, "optimizer": {}, "epoch": 99, "scaler": {}, "args": args}, path)
+    return path
+
+
+def test_pretrain_checkpoint_round_trip_into_finetune_model(tmp_path):
+    torch.manual_seed(0)
+    pre = timm.create_model("pretrain_svfap_base_patch16_160", **TINY_PT)
+    path = _release_checkpoint(tmp_path / "checkpoint-99.pth", pre.state_dict())
+    ft = timm.create_model("svfap_base_patch16_160", num_classes=5, **TINY_FT)
+    report = load_pretrained(ft, str(path), verbose=False)
+    encoder = pre.encoder.state_dict()
+    for key, value in ft.state_dict().items():
+        if key.startswith(("head.", "fc_norm.")):
+            continue
+        torch.testing.assert_close(value, encoder[key], atol=0, rtol=0)
+    assert set(report["new_head"]) >= {"head.weight", "head.bias", "fc_norm.weight", "fc_norm.bias"}
+    assert any(k.startswith("decoder.") for k in report["unused"]) is False  # dropped before matching
+    # the fine-tuned encoder's features equal the pre-trained trunk's last stage
+    x = torch.randn(1, 3, 16, 64, 64)
+    ft.eval(), pre.eval()
+    with torch.no_grad():
+        tokens = pre.encoder.embed(x).reshape(1, 8, 16, 64)
+        last = pre.encoder.forward_stages(tokens)[-1]
+        torch.testing.assert_close(ft.forward_features(x), ft.fc_norm(last.mean((1, 2))))
+
+
+def test_checkpoint_file_with_namespace_loads_weights_only(tmp_path):
+    pre = timm.create_model("pretrain_svfap_base_patch16_160", **TINY_PT)
+    path = _release_checkpoint(tmp_path / "c.pth", pre.state_dict())
+    ckpt = load_checkpoint_file(path)
+    assert ckpt["args"].model == "pretrain_svfap_base_patch16_160" and ckpt["epoch"] == 99
+
+
+def test_wider_checkpoint_fails_and_says_so(tmp_path):
+    # The release registered the pre-training model 768 wide; fine-tuning it must not start silently.
+    pre = timm.create_model("pretrain_svfap_base_patch16_160", encoder_embed_dim=768, encoder_num_heads=12)
+    path = _release_checkpoint(tmp_path / "wide.pth", pre.state_dict())
+    ft = timm.create_model("svfap_base_patch16_160")
+    before = ft.blocks[0].attn.qkv.weight.clone()
+    with pytest.raises(CheckpointMismatchError, match="768 wide but the model is 512 wide"):
+        load_pretrained(ft, path, verbose=False)
+    assert torch.equal(before, ft.blocks[0].attn.qkv.weight)
+
+
+def test_missing_weights_raise(tmp_path):
+    sd = timm.create_model("pretrain_svfap_base_patch16_160", **TINY_PT).state_dict()
+    sd = {k: v for k, v in sd.items() if not k.startswith("encoder.spatial_downsamples.1.")}
+    ft = timm.create_model("svfap_base_patch16_160", **TINY_FT)
+    with pytest.raises(CheckpointMismatchError, match="spatial_downsamples.1"):
+        load_pretrained(ft, {"model": sd}, verbose=False)
+
+
+def test_finetune_checkpoint_with_other_class_count_gets_new_head():
+    src = timm.create_model("svfap_base_patch16_160", num_classes=7, **TINY_FT)
+    dst = timm.create_model("svfap_base_patch16_160", num_classes=11, **TINY_FT)
+    sd = {"module." + k: v for k, v in src.state_dict().items()}
+    report = load_pretrained(dst, {"module": sd}, model_key="model|module", verbose=False)
+    assert any(r.startswith("head.weight") for r in report["new_head"])
+    torch.testing.assert_close(dst.fc_norm.weight, src.fc_norm.weight)
+    assert dst.head.out_features == 11
+
+
+def test_same_model_checkpoint_loads_everything():
+    src = timm.create_model("svfap_base_patch16_160", num_classes=7, init_scale=1.0, **TINY_FT).eval()
+    dst = timm.create_model("svfap_base_patch16_160", num_classes=7, **TINY_FT).eval()
+    report = load_pretrained(dst, src.state_dict(), verbose=False)
+    assert report["new_head"] == [] and report["missing"] == []
+    x = torch.randn(1, 3, 16, 64, 64)
+    torch.testing.assert_close(dst(x), src(x))
+
+
+def test_learnable_position_table_is_interpolated_to_new_frames(tmp_path):
+    src = timm.create_model("svfap_base_patch16_160", use_learnable_pos_emb=True, **TINY_FT)
+    dst = timm.create_model("svfap_base_patch16_160", use_learnable_pos_emb=True, all_frames=32, **TINY_FT)
+    report = load_pretrained(dst, {"model": src.state_dict()}, verbose=False)
+    assert report["interpolated"] and dst.pos_embed.shape == (1, 256, 64)
+    # frames repeat pairwise in time when the grid doubles; the spatial layout is kept
+    src_grid = src.pos_embed.view(8, 16, 64)
+    dst_grid = dst.pos_embed.detach().view(16, 16, 64)
+    torch.testing.assert_close(dst_grid[0], src_grid[0])
+    torch.testing.assert_close(dst_grid[-1], src_grid[-1])
+
+
+def test_bad_checkpoint_layout_is_reported():
+    ft = timm.create_model("svfap_base_patch16_160", **TINY_FT)
+    with pytest.raises(CheckpointMismatchError, match="no state dict"):
+        load_pretrained(ft, {"epoch": 3, "optimizer": {"lr": 1.0}}, verbose=False)
