@@ -1,0 +1,1 @@
+"""Dataset preparation: official layouts -> split files, and face cropping of raw videos."""
