@@ -1,0 +1,108 @@
+"""Annotation files: one sample a line, `<path> <label>` or `<path> <y1> ... <yK>`.
+
+`<path>` is a video file or a folder of frames. The release shipped CSVs with
+absolute paths from the authors' machines; a prefix map (`OLD=NEW`) rewrites
+them so those files work unchanged elsewhere.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+
+class AnnotationError(ValueError):
+    """A malformed annotation line; the message starts with `file:line:`."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str                          # resolved path of the video file or frame folder
+    label: int | tuple[float, ...]     # class index, or regression targets
+    line: int                          # 1-based line in the annotation file
+
+
+def parse_prefix_map(items: Iterable[str] | Mapping[str, str] | str | None) -> dict[str, str]:
+    """`['OLD=NEW', ...]` -> `{'OLD': 'NEW'}`. A dict passes through."""
+    if not items:
+        return {}
+    if isinstance(items, Mapping):
+        return dict(items)
+    if isinstance(items, str):
+        items = [items]
+    out = {}
+    for item in items:
+        old, sep, new = item.partition("=")
+        if not sep or not old:
+            raise ValueError(f"prefix map entry {item!r} is not of the form OLD=NEW")
+        out[old] = new
+    return out
+
+
+def resolve_path(raw: str, data_root: str, prefix_map: Mapping[str, str]) -> str:
+    # Longest prefix first, so '/data/DFEW/Clip=' wins over '/data='.
+    for old in sorted(prefix_map, key=len, reverse=True):
+        if raw.startswith(old):
+            raw = prefix_map[old] + raw[len(old):]
+            break
+    return os.path.normpath(os.path.join(data_root, raw))
+
+
+def _open_text(path: str):
+    if path.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def read_annotations(path, data_root: str | None = "", prefix_map=None,
+                     num_classes: int | None = None,
+                     num_targets: int | None = None) -> list[Sample]:
+    """Parse an annotation file (plain or `.gz`) into samples.
+
+    Relative paths resolve against `data_root`; when it is empty, against the
+    folder holding the annotation file (so a self-contained dataset folder,
+    like the demo's, needs no flag). Regression when `num_targets` is given,
+    or when `num_classes` is not and the first line carries several values.
+    Any malformed line raises AnnotationError naming `file:line`.
+    """
+    path = os.fspath(path)
+    root = data_root or os.path.dirname(os.path.abspath(path))
+    pmap = parse_prefix_map(prefix_map)
+    if num_classes is not None and num_targets is not None:
+        raise ValueError("give num_classes (classification) or num_targets (regression), not both")
+
+    samples: list[Sample] = []
+    with _open_text(path) as f:
+        for lineno, text in enumerate(f, 1):
+            fields = text.split()
+            if not fields:
+                continue
+
+            def fail(reason):
+                raise AnnotationError(f"{path}:{lineno}: {reason}: {text.strip()!r}")
+
+            if num_targets is None and num_classes is None and not samples:
+                # The first sample line fixes the task for the whole file.
+                num_targets = len(fields) - 1 if len(fields) > 2 else None
+            expected = 1 + (num_targets if num_targets is not None else 1)
+            if len(fields) != expected:
+                fail(f"expected {expected} space-separated fields, found {len(fields)}")
+            raw_path, values = fields[0], fields[1:]
+            if num_targets is not None:
+                try:
+                    label = tuple(float(v) for v in values)
+                except ValueError:
+                    fail("non-numeric regression target")
+            else:
+                try:
+                    label = int(values[0])
+                except ValueError:
+                    fail("label is not an integer")
+                if label < 0 or (num_classes is not None and label >= num_classes):
+                    fail(f"label {label} out of range for {num_classes} classes"
+                         if num_classes is not None else f"negative label {label}")
+            samples.append(Sample(resolve_path(raw_path, root, pmap), label, lineno))
+    if not samples:
+        raise AnnotationError(f"{path}: no samples")
+    return samples

@@ -1,0 +1,123 @@
+"""Fine-tuning clips for classification or regression (SPEC.md section 3).
+
+train       random temporal window; random resized crop; RandAugment; horizontal
+            flip; random erasing (all identical across the frames of a clip);
+            `num_sample` > 1 augments the decoded clip that many times.
+validation  one centre window, short side resized, centre crop.
+test        `test_num_segment` windows evenly placed over the video x
+            `test_num_crop` crops evenly placed along both axes (they differ
+            whenever the resized frame is larger than the crop on some axis,
+            i.e. on any non-square frame); item `i` is view `i % num_views` of
+            video `i // num_views`.
+
+RandAugment runs after the crop, at the network resolution: its translate
+magnitude (0.45 x input size, as in the release) is then in output pixels and
+its cost does not grow with the source resolution. The release ran it before.
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+from torch.utils.data import Dataset
+
+from . import transforms as T
+from .annotations import read_annotations
+from .robust import DEFAULT_MAX_BAD_FRACTION, SampleGuard
+from .sampling import centre_window, random_window, uniform_windows
+from .video_io import read_clips
+
+MODES = ("train", "validation", "test")
+
+
+class VideoClsDataset(Dataset):
+    def __init__(self, anno_path, data_root="", prefix_map=None, mode="train",
+                 num_classes=None, num_targets=None, num_frames=16, sampling_rate=4,
+                 input_size=160, short_side_size=None, test_num_segment=2, test_num_crop=1,
+                 aa="rand-m7-n4-mstd0.5-inc1", reprob=0.25, remode="pixel", recount=1,
+                 num_sample=1, backend="decord", strict=False,
+                 max_bad_fraction=DEFAULT_MAX_BAD_FRACTION, flip=True):
+        mode = {"val": "validation"}.get(mode, mode)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if test_num_segment < 1 or test_num_crop < 1 or num_sample < 1:
+            raise ValueError("test_num_segment, test_num_crop and num_sample must be >= 1")
+        self.samples = read_annotations(anno_path, data_root, prefix_map,
+                                        num_classes=num_classes, num_targets=num_targets)
+        self.mode, self.num_frames, self.sampling_rate = mode, num_frames, sampling_rate
+        self.input_size = input_size
+        self.short_side_size = short_side_size or input_size
+        if self.short_side_size < input_size:
+            raise ValueError("short_side_size must be at least input_size")
+        self.test_num_segment, self.test_num_crop = test_num_segment, test_num_crop
+        self.num_sample, self.backend, self.flip = num_sample, backend, flip
+        self.rand_augment = T.ClipRandAugment(aa, input_size) if aa else None
+        self.erase = T.ClipRandomErasing(reprob, remode, recount) if reprob > 0 else None
+        self.guard = SampleGuard(self.samples, strict, max_bad_fraction)
+
+    @property
+    def num_views(self) -> int:
+        return self.test_num_segment * self.test_num_crop if self.mode == "test" else 1
+
+    def __len__(self):
+        return len(self.samples) * self.num_views
+
+    def target(self, index: int) -> torch.Tensor:
+        label = self.samples[index].label
+        if isinstance(label, tuple):
+            return torch.tensor(label, dtype=torch.float32)
+        return torch.tensor(label, dtype=torch.int64)
+
+    # -- train ---------------------------------------------------------------
+    def _augment(self, clip: torch.Tensor) -> torch.Tensor:
+        clip = T.random_resized_crop(clip, self.input_size)
+        if self.rand_augment is not None:
+            clip = self.rand_augment(clip)
+        if self.flip and random.random() < 0.5:
+            clip = clip.flip(-1)
+        clip = T.normalize(clip)
+        if self.erase is not None:
+            clip = self.erase(clip)
+        return T.to_model_layout(clip)
+
+    def _load_train(self, index):
+        def choose(n):
+            return [random_window(n, self.num_frames, self.sampling_rate)]
+        (frames,) = read_clips(self.samples[index].path, choose, self.backend)
+        clip = T.to_clip_tensor(frames)
+        return [self._augment(clip) for _ in range(self.num_sample)]
+
+    # -- validation / test -----------------------------------------------------
+    def _eval_view(self, clip: torch.Tensor, crop: int) -> torch.Tensor:
+        clip = T.resize_short_side(clip, self.short_side_size)
+        h, w = clip.shape[-2:]
+        size, count = self.input_size, self.test_num_crop
+        top = T.crop_offsets(h, size, count)[crop]
+        left = T.crop_offsets(w, size, count)[crop]
+        clip = clip[..., top:top + size, left:left + size]
+        return T.to_model_layout(T.normalize(clip))
+
+    def _load_eval(self, index, segment=0, crop=0):
+        def choose(n):
+            if self.mode == "validation":
+                return [centre_window(n, self.num_frames, self.sampling_rate)]
+            windows = uniform_windows(n, self.num_frames, self.sampling_rate, self.test_num_segment)
+            return [windows[segment]]
+        (frames,) = read_clips(self.samples[index].path, choose, self.backend)
+        return self._eval_view(T.to_clip_tensor(frames), crop)
+
+    def __getitem__(self, index):
+        if self.mode == "train":
+            clips, used = self.guard.load(index, self._load_train)
+            if self.num_sample == 1:
+                return clips[0], self.target(used), used
+            target = self.target(used)
+            return (torch.stack(clips), torch.stack([target] * self.num_sample),
+                    torch.full((self.num_sample,), used, dtype=torch.int64))
+        if self.mode == "validation":
+            clip, used = self.guard.load(index, self._load_eval)
+            return clip, self.target(used), used
+        video, view = divmod(index, self.num_views)
+        segment, crop = divmod(view, self.test_num_crop)
+        clip, used = self.guard.load(video, lambda j: self._load_eval(j, segment, crop))
+        return clip, self.target(used), used, view

@@ -1,0 +1,149 @@
+"""Clip-level augmentations: every frame of a clip gets the same crop, flip,
+RandAugment ops and erasing box, so the only change between frames is the
+motion in the video itself.
+
+Clips travel frame-first, `(T, 3, H, W)`: uint8 until `normalize`, float32
+after; `to_model_layout` gives the model's `(3, T, H, W)` at the very end. Geometry is one `resized_crop` per
+clip (one interpolation for all frames); colour ops come from timm.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from timm.data.auto_augment import rand_augment_transform
+from timm.data.random_erasing import RandomErasing
+from torchvision.transforms import RandomResizedCrop
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+# Fixed face crop of the release for 224x224 VoxCeleb2 face tracks: rows 0-160,
+# cols 32-192 (upper centre, where the face sits). Other frame sizes get the
+# same box scaled proportionally.
+FACE_BOX_224 = (0, 32, 160, 160)  # top, left, height, width
+
+
+def to_clip_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 `(T, H, W, 3)` array -> uint8 `(T, 3, H, W)` tensor (no copy)."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2)
+
+
+def normalize(clip: torch.Tensor) -> torch.Tensor:
+    """uint8 `(T, 3, H, W)` -> ImageNet-normalised float32 `(T, 3, H, W)`."""
+    x = clip.to(torch.float32, memory_format=torch.contiguous_format)
+    return x.div_(255.0).sub_(_MEAN).div_(_STD)
+
+
+def to_model_layout(clip: torch.Tensor) -> torch.Tensor:
+    """`(T, 3, H, W)` -> contiguous `(3, T, H, W)`."""
+    return clip.permute(1, 0, 2, 3).contiguous()
+
+
+def denormalize(clip: torch.Tensor) -> torch.Tensor:
+    """Inverse of `normalize` for a model-layout `(3, T, H, W)` clip, values in [0, 1]."""
+    return clip * _STD.view(3, 1, 1, 1) + _MEAN.view(3, 1, 1, 1)
+
+
+def face_box(height: int, width: int) -> tuple[int, int, int, int]:
+    top, left, h, w = FACE_BOX_224
+    return (round(top * height / 224), round(left * width / 224),
+            round(h * height / 224), round(w * width / 224))
+
+
+def resized_crop(clip, top, left, height, width, size) -> torch.Tensor:
+    return TF.resized_crop(clip, top, left, height, width, [size, size],
+                           interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+
+
+class MultiScaleCrop:
+    """TSN/VideoMAE multi-scale crop: side lengths from `scales` x the short side
+    (aspect distortion of at most `max_distort` scale steps), placed at one of 13
+    fixed positions (corners, centre, quarter points), resized to `size`."""
+
+    # (x, y) in quarters of the free space.
+    POSITIONS = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0),
+                 (1, 1), (3, 1), (1, 3), (3, 3)]
+
+    def __init__(self, size: int, scales=(1, .875, .75, .66), max_distort: int = 1):
+        self.size, self.scales, self.max_distort = size, scales, max_distort
+
+    def params(self, height: int, width: int) -> tuple[int, int, int, int]:
+        base = min(height, width)
+        sides = [int(base * s) for s in self.scales]
+        pairs = [(h, w) for i, h in enumerate(sides) for j, w in enumerate(sides)
+                 if abs(i - j) <= self.max_distort]
+        h, w = random.choice(pairs)
+        qx, qy = random.choice(self.POSITIONS)
+        return (height - h) * qy // 4, (width - w) * qx // 4, h, w
+
+    def __call__(self, clip: torch.Tensor, box=None) -> torch.Tensor:
+        """`box` (top, left, h, w) restricts the crop to a region first, e.g. the face box."""
+        top0, left0, h0, w0 = box if box is not None else (0, 0, *clip.shape[-2:])
+        top, left, h, w = self.params(h0, w0)
+        return resized_crop(clip, top0 + top, left0 + left, h, w, self.size)
+
+
+def random_resized_crop(clip: torch.Tensor, size: int, scale=(0.08, 1.0),
+                        ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    top, left, h, w = RandomResizedCrop.get_params(clip, list(scale), list(ratio))
+    return resized_crop(clip, top, left, h, w, size)
+
+
+def resize_short_side(clip: torch.Tensor, size: int) -> torch.Tensor:
+    if min(clip.shape[-2:]) == size:
+        return clip
+    return TF.resize(clip, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+
+
+def crop_offsets(length: int, size: int, count: int) -> list[int]:
+    """`count` crop starts along one axis, evenly from one end to the other
+    (centred when there is a single one)."""
+    if count == 1:
+        return [(length - size) // 2]
+    return np.round(np.linspace(0, length - size, count)).astype(int).tolist()
+
+
+class ClipRandAugment:
+    """timm RandAugment with one draw per clip: the op sequence is chosen once and
+    each op replays the same Python RNG state for every frame, so magnitudes
+    and random sign flips are identical across frames."""
+
+    def __init__(self, config_str: str, input_size: int):
+        hparams = dict(translate_const=int(input_size * 0.45),
+                       interpolation=Image.BICUBIC)
+        self.ra = rand_augment_transform(config_str, hparams)
+
+    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        frames = [Image.fromarray(f) for f in clip.permute(0, 2, 3, 1).numpy()]
+        # Same draw as timm's RandAugment.__call__, made once per clip.
+        ops = np.random.choice(self.ra.ops, self.ra.num_layers,
+                               replace=self.ra.choice_weights is None, p=self.ra.choice_weights)
+        for op in ops:
+            state = random.getstate()
+            out = []
+            for frame in frames:
+                random.setstate(state)
+                out.append(op(frame))
+            frames = out
+        return torch.from_numpy(np.stack([np.asarray(f) for f in frames])).permute(0, 3, 1, 2)
+
+
+class ClipRandomErasing:
+    """timm RandomErasing with one box for the whole clip: the clip is seen as a
+    single image of T*3 channels. 'pixel' mode draws fresh noise per frame and
+    channel, 'const' writes zeros; 'rand' gives each frame its own colour."""
+
+    def __init__(self, probability: float, mode: str = "pixel", max_count: int = 1):
+        self.erase = RandomErasing(probability, mode=mode, max_count=max_count, device="cpu")
+
+    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        """Contiguous float `(T, 3, H, W)` clip, erased in place and returned."""
+        t, c, h, w = clip.shape
+        self.erase(clip.view(t * c, h, w))
+        return clip

@@ -1,0 +1,197 @@
+"""Pre-training and fine-tuning items: shapes, value ranges, which frames are
+taken, and that augmentations are identical across the frames of a clip.
+Frame folders of PNGs keep pixel values exact, so frame identity is readable
+back from the clip: frame k is filled with grey level 10 + 3k."""
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from datasets import (PretrainDataset, TubeMaskGenerator, VideoClsDataset,
+                      multiple_samples_collate)
+from datasets.demo import write_frames
+from datasets.sampling import random_window, short_video_indices, uniform_windows
+from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
+
+LOW = min((0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+HIGH = max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+
+
+def grey_clip(n, h=64, w=64):
+    return np.repeat((10 + 3 * np.arange(n)).astype(np.uint8)[:, None, None, None], h * w * 3,
+                     axis=1).reshape(n, h, w, 3)
+
+
+def frame_ids(clip):
+    """Frame indices of a normalised `(3, T, H, W)` clip of grey frames."""
+    level = denormalize(clip).mean(dim=(0, 2, 3)) * 255
+    return ((level - 10) / 3).round().long().tolist()
+
+
+def make_csv(tmp_path, rows, name="a.csv"):
+    csv = tmp_path / name
+    csv.write_text("".join(f"{p} {lab}\n" for p, lab in rows))
+    return str(csv)
+
+
+@pytest.fixture(scope="module")
+def grey80(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grey")
+    write_frames(str(root / "v"), grey_clip(80), "png")
+    write_frames(str(root / "short"), grey_clip(10), "png")
+    write_frames(str(root / "wide"), np.ascontiguousarray(  # horizontal gradient, 48x80
+        np.broadcast_to(np.linspace(0, 255, 80).astype(np.uint8)[None, None, :, None], (12, 48, 80, 3))), "png")
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    write_frames(str(root / "static"), np.stack([texture] * 8), "png")
+    moving = np.stack([np.roll(texture, 3 * k, axis=1) for k in range(8)])
+    write_frames(str(root / "moving"), moving, "png")
+    return root
+
+
+def test_tube_mask_invariants():
+    gen = TubeMaskGenerator((8, 10, 10), 0.9)
+    mask = gen()
+    assert mask.shape == (800,) and mask.dtype == bool
+    per_t = mask.reshape(8, 100)
+    assert (per_t.sum(1) == 90).all()
+    assert (per_t == per_t[0]).all()           # the same positions at every time step
+    assert not np.array_equal(gen(), gen())     # a fresh draw each call
+    a, b = gen(np.random.default_rng(3)), gen(np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    assert TubeMaskGenerator((2, 3, 3), 0.75)().reshape(2, 9).sum(1).tolist() == [6, 6]  # int(6.75)
+
+
+def test_sampling_windows():
+    rng = random.Random(0)
+    starts = set()
+    for _ in range(200):
+        ix = random_window(100, 16, 4, rng)
+        assert (np.diff(ix) == 4).all() and 0 <= ix[0] and ix[-1] < 100
+        starts.add(int(ix[0]))
+    assert min(starts) == 0 and max(starts) == 100 - 61
+    # Short video: n // rate frames across the whole video, then the last frame repeated.
+    assert short_video_indices(10, 8, 4).tolist() == [0, 9, 9, 9, 9, 9, 9, 9]
+    assert random_window(10, 8, 4).tolist() == [0, 9, 9, 9, 9, 9, 9, 9]
+    assert short_video_indices(48, 16, 4).tolist()[:12] == np.round(np.linspace(0, 47, 12)).tolist()
+    w = uniform_windows(100, 16, 4, 3)
+    assert [x[0] for x in w] == [0, 20, 39] and w[-1][-1] == 99
+    assert uniform_windows(100, 16, 4, 1)[0][0] == 19
+
+
+def test_pretrain_items(grey80, tmp_path):
+    csv = make_csv(tmp_path, [(grey80 / "v", 0), (grey80 / "short", 0)])
+    ds = PretrainDataset(csv, input_size=64, mask_ratio=0.9)
+    clip, mask = ds[0]
+    assert clip.shape == (3, 16, 64, 64) and clip.dtype == torch.float32 and clip.is_contiguous()
+    assert LOW - 1e-4 <= clip.min() and clip.max() <= HIGH + 1e-4
+    assert mask.shape == (8 * 4 * 4,) and mask.dtype == torch.bool
+    assert (mask.view(8, 16).sum(1) == int(0.9 * 16)).all()
+    ids = frame_ids(clip)
+    assert all(b - a == 4 for a, b in zip(ids, ids[1:])) and ids[-1] < 80
+    assert frame_ids(ds[1][0]) == [0] + [9] * 15  # short video: 10 // 4 = 2 frames spread, then padded
+    ds = PretrainDataset(csv, input_size=32, num_frames=8, num_samples=3)
+    clips, masks = ds[0]
+    assert clips.shape == (3, 3, 8, 32, 32) and masks.shape == (3, 4 * 2 * 2)
+    batch = multiple_samples_collate([ds[0], ds[1]])
+    assert batch[0].shape == (6, 3, 8, 32, 32) and batch[1].shape == (6, 16)
+
+
+@pytest.mark.parametrize("side", [224, 112])
+def test_face_crop_keeps_the_upper_centre_box(tmp_path, side):
+    frames = np.zeros((4, side, side, 3), np.uint8)
+    s = side / 224
+    frames[:, : round(160 * s), round(32 * s): round(192 * s)] = 255   # the face box
+    write_frames(str(tmp_path / "f"), frames, "png")
+    csv = make_csv(tmp_path, [(tmp_path / "f", 0)])
+    random.seed(0)
+    white = torch.tensor([(1 - m) / sd for m, sd in zip(IMAGENET_MEAN, IMAGENET_STD)]).view(3, 1, 1, 1)
+    face = PretrainDataset(csv, input_size=32, num_frames=4, sampling_rate=1, face_crop=True)
+    plain = PretrainDataset(csv, input_size=32, num_frames=4, sampling_rate=1)
+    for _ in range(5):
+        torch.testing.assert_close(face[0][0], white.expand(3, 4, 32, 32))
+    assert any((plain[0][0] < white - 0.1).any() for _ in range(5))
+
+
+def test_finetune_train_items(grey80, tmp_path):
+    csv = make_csv(tmp_path, [(grey80 / "v", 3), (grey80 / "moving", 1)])
+    ds = VideoClsDataset(csv, mode="train", num_classes=5, input_size=48)
+    clip, target, index = ds[1]
+    assert clip.shape == (3, 16, 48, 48) and clip.dtype == torch.float32
+    assert target.dtype == torch.int64 and target.dim() == 0 and int(target) == 1 and index == 1
+    assert torch.isfinite(clip).all()
+    ds = VideoClsDataset(csv, mode="train", input_size=32, num_frames=8, num_sample=2)
+    clips, targets, indices = ds[0]
+    assert clips.shape == (2, 3, 8, 32, 32) and targets.tolist() == [3, 3] and indices.tolist() == [0, 0]
+    assert not torch.equal(clips[0], clips[1])  # two augmentations of the same frames
+    xb, yb, ib = multiple_samples_collate([ds[0], ds[1]])
+    assert xb.shape == (4, 3, 8, 32, 32) and yb.tolist() == [3, 3, 1, 1] and ib.tolist() == [0, 0, 1, 1]
+
+    reg = tmp_path / "reg.csv"
+    reg.write_text(f"{grey80 / 'v'} 0.5 -0.25 1\n")
+    for mode in ("train", "validation", "test"):
+        item = VideoClsDataset(str(reg), mode=mode, num_targets=3, input_size=32, num_frames=8)[0]
+        assert item[1].dtype == torch.float32 and item[1].tolist() == [0.5, -0.25, 1.0]
+
+
+def test_same_augmentation_on_every_frame(grey80, tmp_path):
+    csv = make_csv(tmp_path, [(grey80 / "static", 0)])
+    ds = VideoClsDataset(csv, mode="train", input_size=48, num_frames=8, sampling_rate=1,
+                         reprob=1.0, remode="const")
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    draws = [ds[0][0] for _ in range(8)]
+    for clip in draws:   # identical input frames must stay identical after augmentation
+        assert all(torch.equal(clip[:, 0], clip[:, t]) for t in range(1, 8))
+    assert len({tuple(c[:, 0].flatten()[:64].tolist()) for c in draws}) == 8  # but vary per draw
+
+
+def test_erasing_box_is_shared_by_all_frames(grey80, tmp_path):
+    csv = make_csv(tmp_path, [(grey80 / "moving", 0)])
+    ds = VideoClsDataset(csv, mode="train", input_size=48, num_frames=8, sampling_rate=1,
+                         aa=None, reprob=1.0, remode="const")
+    torch.manual_seed(0), random.seed(0)
+    for _ in range(5):
+        erased = (ds[0][0] == 0).all(dim=0)   # (T, H, W): all channels exactly 0
+        assert 0 < erased[0].sum() < 48 * 48
+        assert all(torch.equal(erased[0], erased[t]) for t in range(8))
+
+
+def test_validation_is_one_deterministic_centre_clip(grey80, tmp_path):
+    csv = make_csv(tmp_path, [(grey80 / "v", 2), (grey80 / "short", 1)])
+    ds = VideoClsDataset(csv, mode="validation", input_size=32, num_frames=8, sampling_rate=2)
+    assert len(ds) == 2
+    clip, target, index = ds[0]
+    assert frame_ids(clip) == list(range(32, 47, 2))   # (80 - 15) // 2 = 32
+    assert torch.equal(clip, ds[0][0]) and int(target) == 2 and index == 0
+    assert frame_ids(ds[1][0]) == [0, 2, 4, 7, 9, 9, 9, 9]
+
+
+def test_test_views_cover_the_video(grey80, tmp_path):
+    csv = make_csv(tmp_path, [(grey80 / "v", 0), (grey80 / "short", 1)])
+    ds = VideoClsDataset(csv, mode="test", input_size=32, num_frames=8, sampling_rate=2,
+                         test_num_segment=3, test_num_crop=2)
+    assert ds.num_views == 6 and len(ds) == 12
+    items = [ds[i] for i in range(12)]
+    assert [(v, w) for _, _, v, w in items] == [(v, w) for v in (0, 1) for w in range(6)]
+    assert [int(t) for _, t, _, _ in items] == [0] * 6 + [1] * 6
+    windows = [frame_ids(items[w][0]) for w in range(0, 6, 2)]
+    assert windows == [list(range(s, s + 15, 2)) for s in (0, 32, 65)]   # first to last frame
+    assert windows[-1][-1] == 79
+
+    single = VideoClsDataset(csv, mode="test", input_size=32, num_frames=8, sampling_rate=2,
+                             test_num_segment=1, test_num_crop=1)
+    assert len(single) == 2 and frame_ids(single[0][0]) == list(range(32, 47, 2))
+
+
+def test_test_crops_differ_on_non_square_frames(grey80, tmp_path):
+    csv = make_csv(tmp_path, [(grey80 / "wide", 0)])
+    ds = VideoClsDataset(csv, mode="test", input_size=48, num_frames=4, sampling_rate=1,
+                         test_num_segment=1, test_num_crop=3)
+    crops = [ds[i][0] for i in range(3)]
+    assert all(c.shape == (3, 4, 48, 48) for c in crops)
+    means = [float(c.mean()) for c in crops]
+    assert means[0] < means[1] < means[2]     # left, centre, right of a left-to-right gradient
+    one = VideoClsDataset(csv, mode="test", input_size=48, num_frames=4, sampling_rate=1,
+                          test_num_segment=1, test_num_crop=1)
+    torch.testing.assert_close(one[0][0], crops[1])

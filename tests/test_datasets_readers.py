@@ -1,0 +1,142 @@
+import cv2
+import numpy as np
+import pytest
+
+from datasets.demo import write_frames, write_mp4
+from datasets.video_io import (DecordVideo, PyAVVideo, VideoReadError, list_frame_files,
+                               open_source, read_clips)
+
+N = 40
+
+
+def indexed_frames(n=N, h=48, w=64):
+    """Frame k: grey level 20 + 5k and a bright square at column k, so every
+    frame is told apart from its neighbours even after lossy coding."""
+    frames = np.empty((n, h, w, 3), np.uint8)
+    for k in range(n):
+        frames[k] = 20 + 5 * k
+        frames[k, 8:20, k:k + 12] = 250
+    return frames
+
+
+@pytest.fixture(scope="module")
+def mp4(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("mp4") / "indexed.mp4")
+    write_mp4(path, indexed_frames(), gop=10)  # several keyframes, so seeking is exercised
+    return path
+
+
+def assert_frames(got, truth, indices, tol=2.0):
+    assert got.shape == (len(indices),) + truth.shape[1:] and got.dtype == np.uint8
+    for k, i in enumerate(indices):
+        err = np.abs(got[k].astype(float) - truth[i]).mean()
+        assert err < tol, f"frame {i}: mean abs error {err:.1f}"
+
+
+@pytest.mark.parametrize("backend,cls", [("decord", DecordVideo), ("pyav", PyAVVideo)])
+def test_mp4_frames_exact_positions(mp4, backend, cls):
+    truth = indexed_frames()
+    indices = [37, 0, 12, 12, 25, 39, 9, 10, 11]  # unsorted, repeated, across keyframes
+    src = open_source(mp4, backend)
+    try:
+        assert isinstance(src, cls) and src.num_frames == N
+        assert_frames(src.get(indices), truth, indices)
+    finally:
+        src.close()
+
+
+def test_backends_agree_on_mp4(mp4):
+    indices = list(range(0, N, 3))
+    a = open_source(mp4, "decord").get(indices).astype(int)
+    b = open_source(mp4, "pyav").get(indices).astype(int)
+    assert np.abs(a - b).max() <= 3  # both decode the same stream; only colour conversion may round
+
+
+def cv2_sequential(path, upto):
+    """Reference decode: OpenCV, frame after frame from the start."""
+    cap = cv2.VideoCapture(path)
+    frames = []
+    while len(frames) <= upto:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame[..., ::-1])
+    cap.release()
+    return frames
+
+
+@pytest.mark.parametrize("name,count,indices", [
+    ("Megamind.avi", 270, [150, 0, 5, 100, 269]),
+    # Broken header (frame rate 30 instead of 24): frame positions must not depend on it.
+    ("Megamind_bugy.avi", 270, [269, 3, 100]),
+    # The container claims 444 frames; 68 exist.
+    ("tree.avi", 68, [0, 30, 67]),
+])
+def test_real_videos_both_backends(opencv_data, name, count, indices):
+    path = str(opencv_data / name)
+    reference = cv2_sequential(path, max(indices))
+    truth = {i: reference[i] for i in indices}
+    for backend in ("decord", "pyav"):
+        src = open_source(path, backend)
+        try:
+            assert src.num_frames == count
+            got = src.get(indices)
+        finally:
+            src.close()
+        for k, i in enumerate(indices):
+            assert np.abs(got[k].astype(int) - truth[i]).mean() < 1.0, (backend, i)
+
+
+def test_read_clips_shares_one_decode(mp4):
+    clips = read_clips(mp4, lambda n: [[0, 4, 8], [n - 1, 4]], "pyav")
+    truth = indexed_frames()
+    assert_frames(clips[0], truth, [0, 4, 8])
+    assert_frames(clips[1], truth, [39, 4])
+    with pytest.raises(ValueError, match="out of range"):
+        read_clips(mp4, lambda n: [[n]])
+
+
+def test_frame_folder_natural_order_and_lazy_reading(tmp_path):
+    truth = indexed_frames(n=12)
+    folder = tmp_path / "clip"
+    write_frames(str(folder), truth, "png")  # img_1.png ... img_12.png, unpadded
+    (folder / "notes.txt").write_text("not a frame")
+    names = [p.rsplit("/", 1)[1] for p in list_frame_files(str(folder))]
+    assert names == [f"img_{k}.png" for k in range(1, 13)]
+    # Frames the clip does not ask for are never opened: corrupt them.
+    for k in (2, 5, 6, 12):
+        (folder / f"img_{k}.png").write_bytes(b"garbage")
+    src = open_source(str(folder))
+    assert src.num_frames == 12
+    indices = [0, 2, 3, 6, 10, 2]
+    got = src.get(indices)
+    np.testing.assert_array_equal(got, truth[indices])  # png: lossless
+    with pytest.raises(VideoReadError, match="img_2.png: unreadable"):
+        src.get([1])
+
+
+def test_unreadable_inputs(tmp_path, mp4):
+    with pytest.raises(VideoReadError, match="missing"):
+        open_source(str(tmp_path / "nope.mp4"))
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    with pytest.raises(VideoReadError, match="0 bytes"):
+        open_source(str(tmp_path / "zero.mp4"))
+    data = open(mp4, "rb").read()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoReadError, match="cannot open video.*decord.*pyav"):
+        open_source(str(tmp_path / "cut.mp4"))
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(VideoReadError, match="no .jpg"):
+        open_source(str(tmp_path / "empty_dir"))
+    with pytest.raises(ValueError, match="backend"):
+        open_source(mp4, "opencv")
+
+
+def test_pyav_seeks_instead_of_decoding_everything(mp4):
+    src = PyAVVideo(mp4)  # keyframes at 0, 10, 20, 30
+    assert_frames(src.get([35]), indexed_frames(), [35])
+    assert src.decoded <= 8  # from keyframe 30 (plus decoder delay), not from frame 0
+    src.decoded = 0
+    assert_frames(src.get([2, 33]), indexed_frames(), [2, 33])
+    assert src.decoded <= 3 + 8
+    src.close()
