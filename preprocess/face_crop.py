@@ -199,7 +199,8 @@ def crop_video(src: str | os.PathLike, dst: str | os.PathLike, cfg: CropConfig |
             noface.parent.mkdir(parents=True, exist_ok=True)
             noface.touch()
             return {**res, "status": "no_face"}
-        tmp = out.with_name(out.name + ".partial")
+        # The writer picks the container from the extension, so it must stay last.
+        tmp = out.with_name(out.stem + ".partial" + out.suffix)
         frames = read_frames(src, cfg.frame_step, cfg.max_frames)
         crops = (crop_frame(f, b, cfg.size, cfg.margin) for f, b in zip(frames, boxes))
         _write(crops, tmp, cfg, _fps(src) / cfg.frame_step)

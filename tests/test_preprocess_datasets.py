@@ -1,0 +1,128 @@
+"""VoxCeleb2, First Impressions, AVCAffe and Werewolf-XL scripts on small fixture layouts."""
+import pickle
+
+import cv2
+import numpy as np
+import pytest
+
+from preprocess import avcaffe, common, first_impressions, voxceleb2, werewolf_xl
+
+
+def rows(path):
+    return [l.split() for l in path.read_text().splitlines()]
+
+
+def write_mp4(path, n=8):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (32, 32))
+    for i in range(n):
+        w.write(np.full((32, 32, 3), 20 * i, np.uint8))
+    w.release()
+
+
+def test_voxceleb2_scan_and_check(tmp_path, capsys):
+    root = tmp_path / "vox"
+    write_mp4(root / "dev/mp4/id00012/abcDEF/00001.mp4")
+    write_mp4(root / "dev/mp4/id00012/abcDEF/00002.mp4")
+    (root / "dev/mp4/id00012/abcDEF/00003.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
+    (root / "dev/mp4/id00099/xyz").mkdir(parents=True)
+    (root / "dev/mp4/id00099/xyz/00001.mp4").touch()
+    (root / "dev/mp4/id00099/xyz/notes.txt").touch()
+    voxceleb2.main(["--root", str(root), "--out", str(tmp_path / "all")])
+    got = rows(tmp_path / "all" / "train.csv")
+    assert len(got) == 4 and {r[1] for r in got} == {"0"}
+    assert "4 clips, 2 videos, 2 speakers" in capsys.readouterr().out
+    voxceleb2.main(["--root", str(root), "--out", str(tmp_path / "ok"), "--check", "--workers", "2"])
+    assert sorted(r[0] for r in rows(tmp_path / "ok" / "train.csv")) == [
+        "dev/mp4/id00012/abcDEF/00001.mp4", "dev/mp4/id00012/abcDEF/00002.mp4"]
+    bad = (tmp_path / "ok" / "undecodable.txt").read_text()
+    assert "00003.mp4" in bad and "id00099/xyz/00001.mp4" in bad
+    assert common.run(voxceleb2.main, ["--root", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_first_impressions(tmp_path, capsys):
+    root = tmp_path / "fi"
+    rng = np.random.default_rng(0)
+    names = {"train": ["a.mp4", "b.mp4", "c.mp4"], "val": ["d.mp4"], "test": ["e.mp4", "f.mp4"]}
+    truth = {}
+    for part, fname in first_impressions.FILES.items():
+        d = {t: {} for t in first_impressions.TRAITS + ["interview"]}
+        for n in names[part]:
+            for t in d:
+                d[t][n] = float(rng.uniform())
+            truth[n] = [d[t][n] for t in first_impressions.TRAITS]
+            sub = root / f"{part}-1" / f"{part}80_01"
+            sub.mkdir(parents=True, exist_ok=True)
+            (sub / n).touch()
+        with open(root / fname, "wb") as f:
+            pickle.dump(d, f, protocol=2)
+    first_impressions.main(["--root", str(root), "--out", str(tmp_path / "out")])
+    for part in ("train", "val", "test"):
+        got = rows(tmp_path / "out" / f"{part}.csv")
+        assert sorted(r[0].rsplit("/", 1)[1] for r in got) == names[part]
+        for r in got:
+            assert r[0].startswith(f"{part}-1/")
+            np.testing.assert_allclose([float(v) for v in r[1:]], truth[r[0].rsplit("/", 1)[1]], atol=1e-5)
+    assert "train 3, val 1, test 2" in capsys.readouterr().out
+    with open(root / "annotation_test.pkl", "wb") as f:
+        pickle.dump({"openness": {}}, f)
+    assert common.run(first_impressions.main, ["--root", str(root), "--out", str(tmp_path / "x")]) == 2
+    assert "expected a dict with keys" in capsys.readouterr().err
+
+
+def test_avcaffe(tmp_path, capsys):
+    root = tmp_path / "avcaffe"
+    subjects = ["aiim001", "aiim003", "aiim004", "aiim107"]  # 001 and 107 are official test subjects
+    lines = {"arousal": [], "valence": []}
+    for si, s in enumerate(subjects):
+        for t in (1, 2):
+            for c in range(3):
+                f = root / avcaffe.CLIPS / s / f"task_{t}" / f"{s}_task_{t}_{c}.avi"
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.touch()
+            lines["arousal"].append(f"{s}_task_{t},{avcaffe.CLASSES['arousal'][(si + t) % 5]}")
+            lines["valence"].append(f"{s}_task_{t},{(si * t) % 5}")  # numeric form is accepted too
+    (root / "ground_truths").mkdir()
+    for k, v in lines.items():
+        (root / "ground_truths" / f"{k}.txt").write_text("\n".join(v) + "\n")
+    avcaffe.main(["--root", str(root), "--out", str(tmp_path / "out")])
+    for target in ("arousal", "valence"):
+        tr = rows(tmp_path / "out" / target / "train.csv")
+        te = rows(tmp_path / "out" / target / "test.csv")
+        assert len(tr) == 12 and len(te) == 12
+        assert {r[0].split("/")[2] for r in te} == {"aiim001", "aiim107"}
+        for r in tr + te:
+            si, t = subjects.index(r[0].split("/")[2]), int(r[0].split("/")[3][-1])
+            assert int(r[1]) == ((si + t) % 5 if target == "arousal" else (si * t) % 5)
+    assert "arousal: 0 Excited, 1 Wide-awake" in capsys.readouterr().out
+    (root / "ground_truths" / "valence.txt").write_text("aiim001_task_1,Happy\n")
+    assert common.run(avcaffe.main, ["--root", str(root), "--out", str(tmp_path / "x")]) == 2
+    assert "is not one of" in capsys.readouterr().err
+
+
+def test_werewolf_xl(tmp_path, capsys):
+    root = tmp_path / "ww"
+    lines = ["clip,session,speaker,arousal,valence,dominance"]
+    for s in range(1, 13):
+        for c in range(4):
+            rel = f"clips/session{s}/clip{c}.mp4"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).touch()
+            lines.append(f"{rel},session{s},p{c},{s / 10},{-c / 4},{0.5}")
+    (root / "annotations.csv").write_text("\n".join(lines) + "\n")
+    werewolf_xl.main(["--root", str(root), "--out", str(tmp_path / "out")])
+    seen = []
+    for k in range(1, 6):
+        tr = rows(tmp_path / "out" / f"split{k:02d}" / "train.csv")
+        te = rows(tmp_path / "out" / f"split{k:02d}" / "test.csv")
+        assert len(tr) + len(te) == 48 and all(len(r) == 4 for r in tr + te)
+        s_tr, s_te = {r[0].split("/")[1] for r in tr}, {r[0].split("/")[1] for r in te}
+        assert not s_tr & s_te  # session-independent
+        seen += sorted(s_te)
+        for r in te:
+            s = int(r[0].split("/")[1][7:])
+            assert float(r[1]) == pytest.approx(s / 10) and float(r[3]) == 0.5
+    assert sorted(seen) == sorted(f"session{s}" for s in range(1, 13))
+    (root / "annotations.csv").write_text("clip,session,arousal\n")
+    assert common.run(werewolf_xl.main, ["--root", str(root), "--out", str(tmp_path / "x")]) == 2
+    assert "missing column(s) ['valence', 'dominance']" in capsys.readouterr().err
