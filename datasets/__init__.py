@@ -1,89 +1,34 @@
 """SVFAP data pipeline: annotations, frame readers, augmentations, masking,
-pre-training and fine-tuning datasets. See the module docstrings for details."""
+pre-training and fine-tuning datasets. See the module docstrings for details.
+
+Names are imported on first use, so the command-line tools (`python -m
+datasets.check`, `python -m datasets.demo`) start without loading torch.
+"""
 from __future__ import annotations
 
-import os
-import warnings
+import importlib
 
-import torch
-
-from .annotations import AnnotationError, Sample, parse_prefix_map, read_annotations
-from .finetune import VideoClsDataset
-from .masking import TubeMaskGenerator
-from .pretrain import PretrainDataset
-from .robust import (DEFAULT_MAX_BAD_FRACTION, BadSampleError, BadSampleWarning,
-                     TooManyBadSamples)
-from .video_io import VideoReadError, open_source, read_clips
-
-__all__ = [
-    "AnnotationError", "Sample", "parse_prefix_map", "read_annotations",
-    "VideoClsDataset", "PretrainDataset", "TubeMaskGenerator",
-    "BadSampleError", "BadSampleWarning", "TooManyBadSamples", "VideoReadError",
-    "open_source", "read_clips", "multiple_samples_collate",
-    "build_pretraining_dataset", "build_dataset",
-]
+_EXPORTS = {
+    "AnnotationError": "annotations", "Sample": "annotations",
+    "parse_prefix_map": "annotations", "read_annotations": "annotations",
+    "VideoReadError": "video_io", "open_source": "video_io", "read_clips": "video_io",
+    "TubeMaskGenerator": "masking",
+    "BadSampleError": "robust", "BadSampleWarning": "robust", "TooManyBadSamples": "robust",
+    "DEFAULT_MAX_BAD_FRACTION": "robust",
+    "PretrainDataset": "pretrain", "VideoClsDataset": "finetune",
+    "multiple_samples_collate": "build", "build_pretraining_dataset": "build",
+    "build_dataset": "build",
+}
+__all__ = list(_EXPORTS)
 
 
-def multiple_samples_collate(batch):
-    """Collate items that each carry S clips (`num_sample` / `num_samples` > 1):
-    every field is concatenated along its leading S dimension, so B items
-    become a batch of B*S clips with matching targets, indices or masks."""
-    return [torch.cat([torch.as_tensor(v) for v in values]) for values in zip(*batch)]
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
 
 
-def _common(args) -> dict:
-    return dict(
-        data_root=getattr(args, "data_root", "") or "",
-        prefix_map=getattr(args, "prefix_map", None),
-        num_frames=getattr(args, "num_frames", 16),
-        sampling_rate=getattr(args, "sampling_rate", 4),
-        input_size=getattr(args, "input_size", 160),
-        backend=getattr(args, "backend", "decord"),
-        strict=getattr(args, "strict", False),
-        max_bad_fraction=getattr(args, "max_bad_fraction", DEFAULT_MAX_BAD_FRACTION),
-    )
-
-
-def build_pretraining_dataset(args) -> PretrainDataset:
-    """`args.data_path` is the annotation file, or a folder holding pretrain.csv
-    (else train.csv)."""
-    path = args.data_path
-    if os.path.isdir(path):
-        pre = os.path.join(path, "pretrain.csv")
-        path = pre if os.path.exists(pre) else os.path.join(path, "train.csv")
-    return PretrainDataset(
-        path, **_common(args),
-        patch_size=getattr(args, "patch_size", 16),
-        tubelet_size=getattr(args, "tubelet_size", 2),
-        mask_type=getattr(args, "mask_type", "tube"),
-        mask_ratio=getattr(args, "mask_ratio", 0.9),
-        face_crop=getattr(args, "face_crop", False),
-        num_samples=getattr(args, "num_samples", 1),
-    )
-
-
-def build_dataset(split: str, args) -> VideoClsDataset:
-    """`split` in {'train', 'val', 'test'}; reads `<args.data_path>/<split>.csv`.
-    A missing val.csv falls back to test.csv with a warning."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
-    path = os.path.join(args.data_path, f"{split}.csv")
-    if split == "val" and not os.path.exists(path):
-        path = os.path.join(args.data_path, "test.csv")
-        warnings.warn(f"{args.data_path} has no val.csv: validation uses the test split "
-                      f"({path}); validation scores are then test scores", stacklevel=2)
-    num_targets = getattr(args, "num_targets", None)
-    return VideoClsDataset(
-        path, **_common(args),
-        mode={"val": "validation"}.get(split, split),
-        num_classes=None if num_targets else getattr(args, "nb_classes", None),
-        num_targets=num_targets or None,
-        short_side_size=getattr(args, "short_side_size", None),
-        test_num_segment=getattr(args, "test_num_segment", 2),
-        test_num_crop=getattr(args, "test_num_crop", 1),
-        aa=getattr(args, "aa", "rand-m7-n4-mstd0.5-inc1"),
-        reprob=getattr(args, "reprob", 0.25),
-        remode=getattr(args, "remode", "pixel"),
-        recount=getattr(args, "recount", 1),
-        num_sample=getattr(args, "num_sample", 1),
-    )
+def __dir__():
+    return sorted(list(globals()) + __all__)

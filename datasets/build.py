@@ -1,0 +1,77 @@
+"""Dataset builders from the training scripts' argparse namespace, and the
+collate function for items that carry several clips."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from .finetune import VideoClsDataset
+from .pretrain import PretrainDataset
+from .robust import DEFAULT_MAX_BAD_FRACTION
+
+
+def multiple_samples_collate(batch):
+    """Collate items that each carry S clips (`num_sample` / `num_samples` > 1):
+    every field is concatenated along its leading S dimension, so B items
+    become a batch of B*S clips with matching targets, indices or masks."""
+    return [torch.cat([torch.as_tensor(v) for v in values]) for values in zip(*batch)]
+
+
+def _common(args) -> dict:
+    return dict(
+        data_root=getattr(args, "data_root", "") or "",
+        prefix_map=getattr(args, "prefix_map", None),
+        num_frames=getattr(args, "num_frames", 16),
+        sampling_rate=getattr(args, "sampling_rate", 4),
+        input_size=getattr(args, "input_size", 160),
+        backend=getattr(args, "backend", "decord"),
+        strict=getattr(args, "strict", False),
+        max_bad_fraction=getattr(args, "max_bad_fraction", DEFAULT_MAX_BAD_FRACTION),
+    )
+
+
+def build_pretraining_dataset(args) -> PretrainDataset:
+    """`args.data_path` is the annotation file, or a folder holding pretrain.csv
+    (else train.csv)."""
+    path = args.data_path
+    if os.path.isdir(path):
+        pre = os.path.join(path, "pretrain.csv")
+        path = pre if os.path.exists(pre) else os.path.join(path, "train.csv")
+    return PretrainDataset(
+        path, **_common(args),
+        patch_size=getattr(args, "patch_size", 16),
+        tubelet_size=getattr(args, "tubelet_size", 2),
+        mask_type=getattr(args, "mask_type", "tube"),
+        mask_ratio=getattr(args, "mask_ratio", 0.9),
+        face_crop=getattr(args, "face_crop", False),
+        num_samples=getattr(args, "num_samples", 1),
+    )
+
+
+def build_dataset(split: str, args) -> VideoClsDataset:
+    """`split` in {'train', 'val', 'test'}; reads `<args.data_path>/<split>.csv`.
+    A missing val.csv falls back to test.csv with a warning."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
+    path = os.path.join(args.data_path, f"{split}.csv")
+    if split == "val" and not os.path.exists(path):
+        path = os.path.join(args.data_path, "test.csv")
+        warnings.warn(f"{args.data_path} has no val.csv: validation uses the test split "
+                      f"({path}); validation scores are then test scores", stacklevel=2)
+    num_targets = getattr(args, "num_targets", None)
+    return VideoClsDataset(
+        path, **_common(args),
+        mode={"val": "validation"}.get(split, split),
+        num_classes=None if num_targets else getattr(args, "nb_classes", None),
+        num_targets=num_targets or None,
+        short_side_size=getattr(args, "short_side_size", None),
+        test_num_segment=getattr(args, "test_num_segment", 2),
+        test_num_crop=getattr(args, "test_num_crop", 1),
+        aa=getattr(args, "aa", "rand-m7-n4-mstd0.5-inc1"),
+        reprob=getattr(args, "reprob", 0.25),
+        remode=getattr(args, "remode", "pixel"),
+        recount=getattr(args, "recount", 1),
+        num_sample=getattr(args, "num_sample", 1),
+    )
