@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# ENTERFACE05, SVFAP-B (base): fine-tune, test, pool. 5 subject-independent folds on face crops; pooled UAR/WAR.
+# Prepare the splits once:  python -m preprocess.enterface --root $DATA_ROOT --out $SPLIT_DIR --crop
+# Usage: [DATA_ROOT=..] [SPLIT_DIR=..] [PRETRAINED=..] [OUTPUT_DIR=..] [NPROC_PER_NODE=..] \
+#          bash scripts/enterface05/finetune_base.sh [extra run_finetune.py arguments]
+# Recipe values (LR, EPOCHS, TOTAL_BATCH, ...) and launcher settings: see scripts/common.sh;
+# each can be overridden from the environment. DRY_RUN=1 prints the commands.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+DATA_ROOT=${DATA_ROOT:-data/eNTERFACE05}
+SPLIT_DIR=${SPLIT_DIR:-splits/enterface05}
+PRETRAINED=${PRETRAINED:-output/voxceleb2/pretrain_base/checkpoint-99.pth}
+OUTPUT_DIR=${OUTPUT_DIR:-output/enterface05/finetune_base}
+
+MODEL=svfap_base_patch16_160
+DATA_SET=ENTERFACE05
+NB_CLASSES=6
+FOLDS=${FOLDS:-split01 split02 split03 split04 split05}
+VAL_METRIC=${VAL_METRIC:-uar}
+TASK=classification
+POOL=joint
+
+svfap_finetune "$@"
