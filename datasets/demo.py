@@ -23,6 +23,7 @@ import os
 import av
 import cv2
 import numpy as np
+from PIL import Image
 
 CLASSES = ["mouth_opening", "mouth_closing", "brows_raising", "brows_lowering",
            "eyes_closing", "eyes_opening", "head_nodding", "talking"]
@@ -106,8 +107,9 @@ def write_mp4(path: str, clip: np.ndarray, fps: int = 25, gop: int | None = None
 def write_frames(folder: str, clip: np.ndarray, ext: str) -> None:
     os.makedirs(folder, exist_ok=True)
     for k, frame in enumerate(clip, 1):
-        # Unpadded numbers (1, 2, ..., 10): readers must sort naturally.
-        cv2.imwrite(os.path.join(folder, f"img_{k}.{ext}"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        # Unpadded numbers (1, 2, ..., 10): readers must sort naturally. Pillow,
+        # not cv2: see video_io on decord breaking OpenCV's PNG codec.
+        Image.fromarray(frame).save(os.path.join(folder, f"img_{k}.{ext}"), quality=90)
 
 
 def generate(out: str, seed: int = 0, num_classes: int = 6, size: int = 64, frames: int = 48,

@@ -11,6 +11,10 @@ presentation timestamps, and on B-frame streams such as the opencv-doc
 `Megamind.avi` decord's seeking (`get_batch`, `skip_frames`, `seek_accurate`)
 returns the wrong frames (its frame 100 is frame 2). Frame counts come from the demuxed packets,
 never from the container header (`tree.avi` claims 444 frames and holds 68).
+
+Frame images are read with Pillow, not OpenCV: decord's wheel loads an old
+zlib into the process, and once decord is imported before cv2, OpenCV's PNG
+reader fails on every file ("libpng error: bad parameters to zlib").
 """
 from __future__ import annotations
 
@@ -18,14 +22,15 @@ import bisect
 import os
 import re
 
-import cv2
 import numpy as np
+from PIL import Image
 
 try:
     import decord
 except ImportError:  # PyAV alone is enough
     decord = None
 import av
+from av.video.reformatter import VideoReformatter
 
 FRAME_EXTS = (".jpg", ".jpeg", ".png")
 BACKENDS = ("decord", "pyav")
@@ -61,10 +66,11 @@ class FrameFolder:
     def get(self, indices) -> np.ndarray:
         frames = []
         for i in indices:
-            img = cv2.imread(self.files[i], cv2.IMREAD_COLOR)
-            if img is None:
-                raise VideoReadError(f"{self.files[i]}: unreadable image")
-            frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+            try:
+                with Image.open(self.files[i]) as img:
+                    frames.append(np.asarray(img.convert("RGB")))
+            except Exception as e:  # Pillow raises several types for broken files
+                raise VideoReadError(f"{self.files[i]}: unreadable image ({e})") from e
         if len({f.shape for f in frames}) > 1:
             raise VideoReadError(f"{self.path}: frames differ in size")
         return np.stack(frames)
@@ -119,15 +125,25 @@ class PyAVVideo:
         except BaseException:
             self._container.close()
             raise
+        self._stream.codec_context.thread_count = 1
         self._stream_iter = None
+        # One converter per reader: a frame's own to_ndarray(format=...) rebuilds
+        # the swscale context for every frame, 7x slower on small frames.
+        self._rgb = VideoReformatter()
         self.decoded = 0    # frames decoded so far: what seeking saves is visible here
 
+    def _to_rgb(self, frame) -> np.ndarray:
+        return self._rgb.reformat(frame, format="rgb24").to_ndarray()
+
     def _restart(self, seek_pts=None):
-        self._container.close()
-        self._container = av.open(self.path)
-        self._stream = self._container.streams.video[0]
-        self._stream.codec_context.thread_count = 1
-        if seek_pts is not None:
+        """Decode from the keyframe at `seek_pts`, or from the very start (reopened:
+        AVI seeking cannot be trusted)."""
+        if seek_pts is None:
+            self._container.close()
+            self._container = av.open(self.path)
+            self._stream = self._container.streams.video[0]
+            self._stream.codec_context.thread_count = 1
+        else:
             self._container.seek(seek_pts, stream=self._stream, backward=True)
         self._stream_iter = self._container.decode(self._stream)
 
@@ -137,7 +153,7 @@ class PyAVVideo:
         for pos, frame in enumerate(self._stream_iter):
             self.decoded += 1
             if pos in wanted:
-                got[pos] = frame.to_ndarray(format="rgb24")
+                got[pos] = self._to_rgb(frame)
             if pos >= last:
                 break
         return got
@@ -156,7 +172,7 @@ class PyAVVideo:
                 if pos is None:
                     raise _Untrusted
                 if pos in want_set:
-                    got[pos] = frame.to_ndarray(format="rgb24")
+                    got[pos] = self._to_rgb(frame)
                 if pos >= t:
                     break
         return got

@@ -140,3 +140,17 @@ def test_pyav_seeks_instead_of_decoding_everything(mp4):
     assert_frames(src.get([2, 33]), indexed_frames(), [2, 33])
     assert src.decoded <= 3 + 8
     src.close()
+
+
+def test_png_folders_survive_decord_imported_first(tmp_path):
+    """decord's wheel ships an old zlib that breaks OpenCV's PNG reader when decord
+    is imported first; frame folders must still read (they use Pillow)."""
+    import subprocess
+    import sys
+    write_frames(str(tmp_path / "f"), indexed_frames(n=3), "png")
+    code = ("import decord, numpy as np; from datasets.video_io import open_source; "
+            f"print(open_source({str(tmp_path / 'f')!r}).get([0, 1, 2]).mean(axis=(1, 2, 3)).round(1).tolist())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert eval(out.stdout) == [float(v) for v in indexed_frames(n=3).mean(axis=(1, 2, 3)).round(1)]
