@@ -1,0 +1,142 @@
+"""Set-up shared by the entry points: argument types, seeding, device and precision, loaders."""
+import argparse
+import os
+import random
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+
+def str2bool(value):
+    """Booleans that parse as booleans: ``--normlize_target False`` means False (it did not in the release)."""
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if v in ("0", "false", "f", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+def bool_arg(parser, name, default, help=""):
+    parser.add_argument(name, type=str2bool, nargs="?", const=True, default=default, help=help)
+
+
+def int_list(value):
+    return [int(v) for v in str(value).replace(",", " ").split()]
+
+
+def add_common_args(p):
+    """Arguments both entry points share (names and defaults of the release where it had them)."""
+    p.add_argument("--batch_size", default=64, type=int, help="per-process batch size")
+    p.add_argument("--epochs", default=100, type=int)
+    p.add_argument("--update_freq", default=1, type=int, help="gradient accumulation steps")
+    p.add_argument("--save_ckpt_freq", default=20, type=int)
+    p.add_argument("--input_size", default=160, type=int)
+    p.add_argument("--num_frames", default=16, type=int)
+    p.add_argument("--sampling_rate", default=None, type=int, help="frame stride (dataset default when unset)")
+    p.add_argument("--tubelet_size", default=2, type=int)
+    p.add_argument("--drop_path", default=0.1, type=float)
+    p.add_argument("--stage_depths", default=None, type=int_list, help="e.g. '12 6 3' (model default)")
+    p.add_argument("--num_bottleneck_tokens", default=None, type=int_list)
+    p.add_argument("--temporal_kernel_size", default=None, type=int)
+    p.add_argument("--grad_checkpointing", type=str2bool, nargs="?", const=True, default=False)
+    # optimisation
+    p.add_argument("--opt", default="adamw", type=str)
+    p.add_argument("--opt_eps", default=1e-8, type=float)
+    p.add_argument("--opt_betas", default=None, type=float, nargs="+")
+    p.add_argument("--clip_grad", default=None, type=float)
+    p.add_argument("--momentum", default=0.9, type=float)
+    p.add_argument("--weight_decay", default=0.05, type=float)
+    p.add_argument("--weight_decay_end", default=None, type=float)
+    p.add_argument("--lr", default=1e-3, type=float, help="base lr for a total batch of 256 (scaled linearly)")
+    p.add_argument("--warmup_lr", default=1e-6, type=float)
+    p.add_argument("--min_lr", default=1e-6, type=float)
+    p.add_argument("--warmup_epochs", default=5, type=int)
+    p.add_argument("--warmup_steps", default=-1, type=int)
+    # data
+    p.add_argument("--data_path", default="", type=str, help="folder with the split CSVs (or a CSV file)")
+    p.add_argument("--data_root", default="", type=str, help="root the CSV paths are relative to")
+    p.add_argument("--prefix_map", default=[], nargs="*", help="OLD=NEW path prefix rewrites for release CSVs")
+    p.add_argument("--backend", default="decord", choices=["decord", "pyav"])
+    bool_arg(p, "--strict", False, "raise on the first bad sample instead of replacing it")
+    p.add_argument("--num_workers", default=8, type=int)
+    bool_arg(p, "--pin_mem", True)
+    # output and run control
+    p.add_argument("--output_dir", default="", help="checkpoints and reports")
+    p.add_argument("--log_dir", default=None, help="TensorBoard logs")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", default="auto", choices=["auto", "none", "fp16", "bf16"],
+                   help="autocast precision; auto = bf16 on CUDA, none on CPU")
+    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--resume", default="", help="checkpoint to resume from")
+    bool_arg(p, "--auto_resume", True, "continue from the newest complete checkpoint in --output_dir")
+    p.add_argument("--start_epoch", default=0, type=int)
+    p.add_argument("--print_freq", default=20, type=int)
+    p.add_argument("--local_rank", "--local-rank", default=-1, type=int, help="ignored; torchrun sets LOCAL_RANK")
+    p.add_argument("--dist_on_itp", default=False, type=str2bool, help=argparse.SUPPRESS)
+    p.add_argument("--dist_url", default="env://", help=argparse.SUPPRESS)
+    return p
+
+
+def seed_everything(seed, rank=0):
+    seed = seed + rank
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def amp_dtype(args):
+    cuda = str(args.device).startswith("cuda")
+    choice = args.amp
+    if choice == "auto":
+        choice = "bf16" if cuda and torch.cuda.is_bf16_supported() else "none"
+    args.amp = choice
+    return {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}[choice]
+
+
+def autocast(device, dtype):
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def grad_scaler(device, dtype):
+    """A loss scaler only for fp16; bf16 and fp32 need none."""
+    enabled = dtype == torch.float16
+    return torch.amp.GradScaler(torch.device(device).type, enabled=enabled) if enabled else None
+
+
+def build_loader(dataset, args, train, collate_fn=None):
+    from .distributed import get_rank, get_world_size, is_dist
+
+    if is_dist() and (train or getattr(args, "dist_eval", True)):
+        sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=get_world_size(), rank=get_rank(),
+                                                      shuffle=train, seed=args.seed)
+    elif train:
+        sampler = torch.utils.data.RandomSampler(dataset)
+    else:
+        sampler = torch.utils.data.SequentialSampler(dataset)
+    workers = args.num_workers
+    batch = args.batch_size if train else getattr(args, "eval_batch_size", None) or args.batch_size
+    return torch.utils.data.DataLoader(
+        dataset, sampler=sampler, batch_size=batch, num_workers=workers, drop_last=train,
+        pin_memory=args.pin_mem and str(args.device).startswith("cuda"), persistent_workers=workers > 0 and train,
+        collate_fn=collate_fn, worker_init_fn=_worker_init if workers > 0 else None)
+
+
+def _worker_init(worker_id):
+    # Decoders and numpy get their own seeds per worker; torch threads stay at 1 inside workers.
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.set_num_threads(1)
+
+
+def prepare_output(args):
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
+    if args.log_dir is None and args.output_dir:
+        args.log_dir = os.path.join(args.output_dir, "tb")

@@ -1,0 +1,127 @@
+"""Progress lines (iteration, ETA, loss, lr, grad norm, throughput), TensorBoard, log.txt."""
+import datetime
+import json
+import os
+import time
+from collections import defaultdict, deque
+
+import torch
+
+from .distributed import is_main_process
+
+
+class SmoothedValue:
+    """Windowed median/average plus global average of a scalar series."""
+
+    def __init__(self, window_size=20, fmt="{median:.4f} ({global_avg:.4f})"):
+        self.deque = deque(maxlen=window_size)
+        self.total, self.count, self.fmt = 0.0, 0, fmt
+
+    def update(self, value, n=1):
+        self.deque.append(value)
+        self.count += n
+        self.total += value * n
+
+    @property
+    def median(self):
+        return sorted(self.deque)[len(self.deque) // 2] if self.deque else 0.0
+
+    @property
+    def avg(self):
+        return sum(self.deque) / max(len(self.deque), 1)
+
+    @property
+    def global_avg(self):
+        return self.total / max(self.count, 1)
+
+    @property
+    def value(self):
+        return self.deque[-1] if self.deque else 0.0
+
+    def __str__(self):
+        return self.fmt.format(median=self.median, avg=self.avg, global_avg=self.global_avg, value=self.value)
+
+
+class MetricLogger:
+    """Logs every ``print_freq`` iterations; values are only read (synced) at those points."""
+
+    FORMATS = {"lr": "{value:.3e}", "weight_decay": "{value:.4f}"}
+
+    def __init__(self, delimiter="  "):
+        self.meters = defaultdict(SmoothedValue)
+        self.delimiter = delimiter
+
+    def update(self, **kwargs):
+        for k, v in kwargs.items():
+            if v is None:
+                continue
+            if torch.is_tensor(v):
+                v = v.item()
+            if k not in self.meters and k in self.FORMATS:
+                self.meters[k] = SmoothedValue(fmt=self.FORMATS[k])
+            self.meters[k].update(float(v))
+
+    def add_meter(self, name, meter):
+        self.meters[name] = meter
+
+    def __str__(self):
+        return self.delimiter.join(f"{k}: {v}" for k, v in self.meters.items())
+
+    def log_every(self, iterable, print_freq, header="", samples_per_iter=None):
+        """Yields ``(index, item, should_log)``; prints a progress line whenever ``should_log``."""
+        total = len(iterable)
+        start = last = time.time()
+        data_time = SmoothedValue(fmt="{avg:.3f}")
+        iter_time = SmoothedValue(fmt="{avg:.3f}")
+        end = time.time()
+        width = len(str(total))
+        for i, item in enumerate(iterable):
+            data_time.update(time.time() - end)
+            should_log = i % print_freq == 0 or i == total - 1
+            yield i, item, should_log
+            iter_time.update(time.time() - end)
+            if should_log:
+                eta = datetime.timedelta(seconds=int(iter_time.global_avg * (total - i - 1)))
+                extra = ""
+                if samples_per_iter:
+                    extra = f"  clips/s: {samples_per_iter / max(iter_time.avg, 1e-9):.1f}"
+                print(f"{header} [{i:>{width}}/{total}]  eta: {eta}  {self}  time: {iter_time}  data: {data_time}"
+                      f"{extra}", flush=True)
+                last = time.time()
+            end = time.time()
+        total_time = datetime.timedelta(seconds=int(time.time() - start))
+        print(f"{header} total time: {total_time} ({(time.time() - start) / max(total, 1):.3f} s / it)", flush=True)
+        del last
+
+
+class TensorboardLogger:
+    def __init__(self, log_dir):
+        self.writer = None
+        if log_dir and is_main_process():
+            from tensorboardX import SummaryWriter
+            os.makedirs(log_dir, exist_ok=True)
+            self.writer = SummaryWriter(logdir=log_dir)
+        self.step = 0
+
+    def set_step(self, step):
+        self.step = step
+
+    def update(self, head="scalar", step=None, **kwargs):
+        if self.writer is None:
+            return
+        for k, v in kwargs.items():
+            if v is None:
+                continue
+            self.writer.add_scalar(f"{head}/{k}", float(v.item() if torch.is_tensor(v) else v),
+                                   self.step if step is None else step)
+
+    def flush(self):
+        if self.writer is not None:
+            self.writer.flush()
+
+
+def append_log(output_dir, record):
+    """One JSON object per epoch in ``log.txt`` (main process only)."""
+    if output_dir and is_main_process():
+        with open(os.path.join(output_dir, "log.txt"), "a") as f:
+            f.write(json.dumps(record) + "\n")

@@ -1,0 +1,64 @@
+"""One pre-training epoch: masked tubelet reconstruction with per-tubelet normalised targets."""
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from .common import autocast
+from .logger import MetricLogger
+
+
+def reconstruction_target(videos, mask, patch_size, tubelet_size, normalize=True):
+    """Masked tubelets of the un-normalised clip, ``(B, N_masked, tubelet * patch^2 * 3)``.
+
+    With ``normalize``, each tubelet's pixels are standardised per channel with their own mean and
+    unbiased std, flattened in (t, h, w, c) order as in VideoMAE.
+    """
+    mean = torch.as_tensor(IMAGENET_DEFAULT_MEAN, device=videos.device).view(1, 3, 1, 1, 1)
+    std = torch.as_tensor(IMAGENET_DEFAULT_STD, device=videos.device).view(1, 3, 1, 1, 1)
+    x = videos.float() * std + mean
+    x = rearrange(x, "b c (t p0) (h p1) (w p2) -> b (t h w) (p0 p1 p2) c", p0=tubelet_size, p1=patch_size,
+                  p2=patch_size)
+    if normalize:
+        x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
+    x = rearrange(x, "b n p c -> b n (p c)")
+    return x[mask].reshape(x.shape[0], -1, x.shape[-1])
+
+
+def train_one_epoch(model, loader, stepper, schedules, device, epoch, steps_per_epoch, amp, args, tb=None):
+    model.train()
+    logger = MetricLogger()
+    header = f"Epoch: [{epoch}]"
+    unwrapped = model.module if hasattr(model, "module") else model
+    patch, tubelet = unwrapped.encoder.patch_embed.proj.kernel_size[1], unwrapped.encoder.patch_embed.proj.kernel_size[0]
+    loss_sum = torch.zeros((), device=device)
+    count = 0
+    for it, (videos, mask), should_log in logger.log_every(loader, args.print_freq, header,
+                                                            samples_per_iter=args.batch_size * args.world_size):
+        if it // stepper.update_freq >= steps_per_epoch:
+            break
+        global_step = epoch * steps_per_epoch + it // stepper.update_freq
+        if it % stepper.update_freq == 0:
+            schedules.step(global_step)
+        videos = videos.to(device, non_blocking=True)
+        mask = mask.to(device, non_blocking=True).flatten(1).bool()
+        with torch.no_grad():
+            target = reconstruction_target(videos, mask, patch, tubelet, args.normlize_target)
+        with autocast(device, amp):
+            outputs = model(videos, mask)
+        loss = F.mse_loss(outputs.float(), target)
+        norm = stepper(loss, it, global_step, want_norm=should_log)
+        loss_sum += loss.detach()
+        count += 1
+        if should_log:
+            stepper.check_finite()
+            lr, wd = schedules.current()
+            logger.update(loss=loss, lr=lr, weight_decay=wd, grad_norm=norm)
+            if tb is not None:
+                tb.update(head="loss", step=global_step, loss=loss)
+                tb.update(head="opt", step=global_step, lr=lr, weight_decay=wd, grad_norm=norm)
+    stepper.check_finite()
+    from .distributed import all_reduce_mean
+    mean_loss = all_reduce_mean((loss_sum / max(count, 1)).item())
+    lr, wd = schedules.current()
+    return {"loss": mean_loss, "lr": lr, "weight_decay": wd}

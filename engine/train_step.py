@@ -1,0 +1,81 @@
+"""One optimisation step shared by both loops: accumulation, AMP, clipping, non-finite checks."""
+import math
+from contextlib import nullcontext
+
+import torch
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+class Stepper:
+    """Backward + (every ``update_freq`` micro-batches) clip, optimizer step, EMA update.
+
+    The first non-finite loss is recorded on the device (no per-step host sync) and reported at
+    the next logging point, naming the step, the lr and the loss scale.
+    """
+
+    def __init__(self, model, optimizer, schedules, scaler, args, model_ema=None):
+        self.model, self.optimizer, self.schedules = model, optimizer, schedules
+        self.scaler, self.model_ema = scaler, model_ema
+        self.update_freq = max(1, args.update_freq)
+        self.clip_grad = args.clip_grad
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.bad_step = None
+        self.bad_lr = None
+
+    def is_boundary(self, it):
+        return (it + 1) % self.update_freq == 0
+
+    def sync_context(self, it):
+        # Skip DDP's gradient all-reduce on micro-batches that only accumulate.
+        if hasattr(self.model, "no_sync") and not self.is_boundary(it):
+            return self.model.no_sync()
+        return nullcontext()
+
+    def __call__(self, loss, it, global_step, want_norm=False):
+        """Backward on ``loss``; returns the grad norm tensor on optimizer steps (else None)."""
+        finite = torch.isfinite(loss.detach())
+        if self.bad_step is None:
+            self.bad_step = torch.full_like(finite, False, dtype=torch.long) - 1
+        self.bad_step = torch.where((self.bad_step < 0) & ~finite, torch.full_like(self.bad_step, global_step),
+                                    self.bad_step)
+        with self.sync_context(it):
+            scaled = loss / self.update_freq
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        if not self.is_boundary(it):
+            return None
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        norm = None
+        if self.clip_grad:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad)
+        elif want_norm:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.model_ema is not None:
+            self.model_ema.update(self.model, step=global_step)
+        return norm
+
+    def check_finite(self):
+        """Raise if any loss so far was NaN or inf (called at logging points: one host sync)."""
+        if self.bad_step is not None and int(self.bad_step) >= 0:
+            lr, _ = self.schedules.current()
+            scale = self.scaler.get_scale() if self.scaler is not None else None
+            raise NonFiniteLossError(
+                f"non-finite loss at optimisation step {int(self.bad_step)} (lr {lr:.3e}, loss scale {scale}); "
+                f"stopping. Lower --lr, use --clip_grad, or try --amp bf16/none.")
+
+
+def loss_scale(scaler):
+    return scaler.get_scale() if scaler is not None else None
+
+
+def is_finite_number(value):
+    return value is not None and math.isfinite(value)

@@ -1,0 +1,225 @@
+"""SVFAP fine-tuning and multi-view evaluation on any registered dataset (or a custom CSV)."""
+import argparse
+import datetime
+import json
+import os
+import time
+
+import numpy as np
+import timm
+import torch
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
+
+import models  # noqa: F401  (registers the models)
+from datasets import build_dataset
+from datasets.registry import get_dataset_info
+from engine import distributed as dist
+from engine.checkpoint import resume, save_checkpoint
+from engine.common import add_common_args, amp_dtype, bool_arg, build_loader, grad_scaler, prepare_output, \
+    seed_everything
+from engine.finetune import evaluate_records, predict, train_one_epoch
+from engine.logger import TensorboardLogger, append_log
+from engine.optim import Schedules, build_optimizer, effective_batch_size, scale_lr
+from engine.reports import format_table, write_reports
+from engine.train_step import Stepper
+from models import load_pretrained
+from models.checkpoint import load_checkpoint_file
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("SVFAP fine-tuning and evaluation", add_help=True)
+    add_common_args(p)
+    p.set_defaults(batch_size=16, opt_betas=[0.9, 0.999], save_ckpt_freq=10)
+    p.add_argument("--model", default="svfap_base_patch16_160", type=str)
+    p.add_argument("--data_set", default="DFEW", type=str, help="registered dataset name, or custom")
+    p.add_argument("--nb_classes", default=None, type=int, help="classes (or targets); dataset default if unset")
+    p.add_argument("--task", default=None, choices=["classification", "regression", "clip_classification"],
+                   help="only for --data_set custom")
+    p.add_argument("--video_id_regex", default=r"^(.*)/[^/]+$",
+                   help="clip-averaged tasks: first group of this regex on a clip path names its video")
+    p.add_argument("--layer_decay", default=0.75, type=float)
+    p.add_argument("--drop", default=0.0, type=float, help="dropout")
+    p.add_argument("--attn_drop_rate", default=0.0, type=float)
+    p.add_argument("--init_scale", default=0.001, type=float)
+    bool_arg(p, "--use_mean_pooling", True)
+    bool_arg(p, "--keep_temporal_dim", False)
+    # augmentation (SPEC.md §3)
+    p.add_argument("--aa", default="rand-m7-n4-mstd0.5-inc1", type=str)
+    p.add_argument("--smoothing", default=0.1, type=float)
+    p.add_argument("--reprob", default=0.25, type=float)
+    p.add_argument("--remode", default="pixel", type=str)
+    p.add_argument("--recount", default=1, type=int)
+    p.add_argument("--num_sample", default=1, type=int, help="repeated augmentation: clips per video per step")
+    p.add_argument("--short_side_size", default=None, type=int)
+    p.add_argument("--mixup", default=0.8, type=float)
+    p.add_argument("--cutmix", default=1.0, type=float)
+    p.add_argument("--cutmix_minmax", default=None, type=float, nargs="+")
+    p.add_argument("--mixup_prob", default=1.0, type=float)
+    p.add_argument("--mixup_switch_prob", default=0.5, type=float)
+    p.add_argument("--mixup_mode", default="batch", type=str)
+    # evaluation
+    p.add_argument("--finetune", default="", help="pre-trained (or fine-tuned) checkpoint to start from")
+    p.add_argument("--model_key", default="model|module|state_dict", type=str)
+    bool_arg(p, "--eval", False, "only evaluate (multi-view) the --finetune/--resume checkpoint on the test split")
+    bool_arg(p, "--dist_eval", True, "shard evaluation over processes (metrics are still computed globally)")
+    p.add_argument("--test_num_segment", default=2, type=int)
+    p.add_argument("--test_num_crop", default=1, type=int)
+    p.add_argument("--val_metric", default=None, type=str, help="picks the best checkpoint (dataset default)")
+    p.add_argument("--val_freq", default=1, type=int)
+    bool_arg(p, "--save_feature", False, "also save pooled test features (features.npy + features_index.csv)")
+    bool_arg(p, "--model_ema", False)
+    p.add_argument("--model_ema_decay", default=0.9999, type=float)
+    bool_arg(p, "--model_ema_eval", False, "evaluate with the EMA weights")
+    return p
+
+
+def build_model(args, info):
+    model = timm.create_model(
+        args.model, num_classes=info.num_outputs, all_frames=args.num_frames, img_size=args.input_size,
+        tubelet_size=args.tubelet_size, drop_rate=args.drop, attn_drop_rate=args.attn_drop_rate,
+        drop_path_rate=args.drop_path, init_scale=args.init_scale, use_mean_pooling=args.use_mean_pooling,
+        keep_temporal_dim=args.keep_temporal_dim, stage_depths=args.stage_depths,
+        num_bottleneck_tokens=args.num_bottleneck_tokens, temporal_kernel_size=args.temporal_kernel_size)
+    if args.finetune:
+        print(f"loading {args.finetune}")
+        load_pretrained(model, args.finetune, model_key=args.model_key)
+    if args.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    return model
+
+
+def criterion_for(args, info, mixup_fn):
+    if info.task == "regression":
+        return torch.nn.MSELoss()
+    if mixup_fn is not None:
+        return SoftTargetCrossEntropy()  # the smoothing is in mixup's soft targets
+    if args.smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=args.smoothing)
+    return torch.nn.CrossEntropyLoss()
+
+
+def test(model, args, info, names, device, amp, prefix=""):
+    """Multi-view test on the test split; writes the reports and prints the table."""
+    dataset = build_dataset("test", args)
+    loader = build_loader(dataset, args, train=False)
+    records, feats = predict(model, loader, device, amp, args, header="Test:", with_features=args.save_feature)
+    frame, metrics = evaluate_records(records, dataset, info, names, args)
+    if dist.is_main_process() and args.output_dir:
+        write_reports(args.output_dir, frame, metrics, "regression" if info.task == "regression" else "cls", names,
+                      prefix)
+        if args.save_feature:
+            keys = sorted(feats)
+            np.save(os.path.join(args.output_dir, f"{prefix}features.npy"), np.stack([feats[k] for k in keys]))
+            with open(os.path.join(args.output_dir, f"{prefix}features_index.csv"), "w") as f:
+                f.write("row,path,view\n")
+                f.writelines(f"{i},{dataset.samples[v].path},{w}\n" for i, (v, w) in enumerate(keys))
+    print(format_table(metrics, info.task, f"== {info.name} test ({len(frame)} videos, "
+                                           f"{args.test_num_segment}x{args.test_num_crop} views) =="))
+    return metrics
+
+
+def main(args):
+    dist.init_distributed_mode(args)
+    prepare_output(args)
+    device = torch.device(args.device)
+    seed_everything(args.seed, dist.get_rank())
+    amp = amp_dtype(args)
+    info = get_dataset_info(args.data_set, args.nb_classes, args.task)
+    names = list(info.classes or info.targets)
+    args.nb_classes = info.num_outputs
+    args.num_targets = len(info.targets) if info.task == "regression" else None
+    args.sampling_rate = args.sampling_rate or info.sampling_rate
+    args.val_metric = args.val_metric or info.metric
+    args.patch_size = 16
+    print(f"args: {json.dumps(vars(args), default=str)}")
+
+    model = build_model(args, info).to(device)
+    args.patch_size = model.patch_embed.proj.kernel_size[1]
+    if args.eval:
+        if args.resume:
+            model.load_state_dict(load_checkpoint_file(args.resume)["model"])
+        elif not args.finetune:
+            raise SystemExit("--eval needs a checkpoint: --finetune PATH (or --resume PATH)")
+        test(model, args, info, names, device, amp)
+        dist.cleanup()
+        return
+
+    train_set = build_dataset("train", args)
+    val_set = build_dataset("val", args)
+    collate = getattr(__import__("datasets"), "multiple_samples_collate", None) if args.num_sample > 1 else None
+    train_loader = build_loader(train_set, args, train=True, collate_fn=collate)
+    val_loader = build_loader(val_set, args, train=False)
+    steps_per_epoch = len(train_loader) // args.update_freq
+    if steps_per_epoch == 0:
+        raise SystemExit(f"{len(train_set)} training clips give no full batch; lower --batch_size")
+
+    mixup_fn = None
+    if info.task != "regression" and (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax):
+        if (args.batch_size * args.num_sample) % 2:
+            raise SystemExit("mixup/cutmix pairs clips within a batch: use an even --batch_size (or --mixup 0 --cutmix 0)")
+        mixup_fn = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+                         prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+                         label_smoothing=args.smoothing, num_classes=info.num_outputs)
+    criterion = criterion_for(args, info, mixup_fn)
+    factor = scale_lr(args)
+    print(f"{len(train_set)} train / {len(val_set)} val clips, {steps_per_epoch} steps/epoch, effective batch "
+          f"{effective_batch_size(args)}, lr {args.lr:.3e} (base {args.base_lr:.1e} x {factor:.3f})")
+
+    model_ddp = model
+    if args.distributed:
+        model_ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[args.gpu] if device.type == "cuda" else None)
+    optimizer = build_optimizer(args, model)
+    scaler = grad_scaler(device, amp)
+    schedules = Schedules(args, optimizer, steps_per_epoch)
+    model_ema = ModelEmaV3(model, decay=args.model_ema_decay) if args.model_ema else None
+    args.best_metric = None
+    start_epoch = max(args.start_epoch, resume(args, model, optimizer, scaler, model_ema))
+    stepper = Stepper(model_ddp, optimizer, schedules, scaler, args, model_ema)
+    tb = TensorboardLogger(args.log_dir)
+    eval_model = lambda: model_ema.module if (model_ema is not None and args.model_ema_eval) else model  # noqa: E731
+
+    print(f"start training for {args.epochs} epochs from epoch {start_epoch}; best checkpoint by {args.val_metric}")
+    start = time.time()
+    for epoch in range(start_epoch, args.epochs):
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
+        stats = train_one_epoch(model_ddp, criterion, train_loader, stepper, schedules, device, epoch,
+                                steps_per_epoch, amp, args, mixup_fn, tb)
+        record = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch}
+        last = epoch + 1 == args.epochs
+        if (epoch + 1) % args.val_freq == 0 or last:
+            records, _ = predict(eval_model(), val_loader, device, amp, args, header="Val:")
+            _, val_metrics = evaluate_records(records, val_set, info, names, args)
+            score = val_metrics[args.val_metric]
+            better = args.best_metric is None or (score < args.best_metric if args.val_metric == "mse"
+                                                  else score > args.best_metric)
+            if better:
+                args.best_metric = score
+                if args.output_dir:
+                    save_checkpoint(os.path.join(args.output_dir, "checkpoint-best.pth"), eval_model(), epoch=epoch,
+                                    args=args, best=score)
+            print(f"epoch {epoch}: val {args.val_metric} {score:.4f} (best {args.best_metric:.4f})")
+            record.update({f"val_{k}": v for k, v in val_metrics.items() if isinstance(v, (int, float))})
+            tb.update(head="val", step=epoch, **{k: v for k, v in val_metrics.items() if isinstance(v, (int, float))})
+        if args.output_dir and ((epoch + 1) % args.save_ckpt_freq == 0 or last):
+            save_checkpoint(os.path.join(args.output_dir, f"checkpoint-{epoch}.pth"), model, optimizer, scaler, epoch,
+                            args, model_ema, best=args.best_metric)
+        tb.update(head="epoch", step=epoch, **stats)
+        tb.flush()
+        append_log(args.output_dir, record)
+    print(f"training time {datetime.timedelta(seconds=int(time.time() - start))}")
+
+    best = os.path.join(args.output_dir, "checkpoint-best.pth") if args.output_dir else ""
+    if best and os.path.exists(best):
+        dist.barrier()
+        model.load_state_dict(load_checkpoint_file(best)["model"])
+        print(f"testing the best checkpoint ({args.val_metric} {args.best_metric:.4f})")
+    test(model, args, info, names, device, amp)
+    dist.cleanup()
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,101 @@
+"""SVFAP masked video pre-training (single process, or torchrun / SLURM for several)."""
+import argparse
+import datetime
+import json
+import math
+import os
+import time
+
+import timm
+import torch
+
+import models  # noqa: F401  (registers the models)
+from datasets import build_pretraining_dataset
+from engine import distributed as dist
+from engine.checkpoint import resume, save_checkpoint
+from engine.common import add_common_args, amp_dtype, bool_arg, build_loader, grad_scaler, prepare_output, \
+    seed_everything
+from engine.logger import TensorboardLogger, append_log
+from engine.optim import Schedules, build_optimizer, effective_batch_size, scale_lr
+from engine.pretrain import train_one_epoch
+from engine.train_step import Stepper
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("SVFAP pre-training", add_help=True)
+    add_common_args(p)
+    p.set_defaults(lr=3e-4, min_lr=1e-5, warmup_epochs=5, drop_path=0.0, opt_betas=[0.9, 0.95], epochs=100,
+                   sampling_rate=4, save_ckpt_freq=20)
+    p.add_argument("--model", default="pretrain_svfap_base_patch16_160", type=str)
+    p.add_argument("--decoder_depth", default=None, type=int, help="model default (4 for base and small)")
+    p.add_argument("--mask_type", default="tube", choices=["tube"])
+    p.add_argument("--mask_ratio", default=0.9, type=float)
+    bool_arg(p, "--normlize_target", True, "per-tubelet normalised pixel targets")
+    bool_arg(p, "--face_crop", False, "fixed upper-centre 160x160 crop of 224x224 face tracks (VoxCeleb2)")
+    p.add_argument("--num_samples", default=1, type=int, help="clips sampled per decoded video")
+    p.add_argument("--data_set", default="VOXCELEB2", type=str)
+    return p
+
+
+def main(args):
+    dist.init_distributed_mode(args)
+    prepare_output(args)
+    device = torch.device(args.device)
+    seed_everything(args.seed, dist.get_rank())
+    amp = amp_dtype(args)
+    print(f"args: {json.dumps(vars(args), default=str)}")
+
+    model = timm.create_model(args.model, img_size=args.input_size, num_frames=args.num_frames,
+                              tubelet_size=args.tubelet_size, decoder_depth=args.decoder_depth,
+                              drop_path_rate=args.drop_path, stage_depths=args.stage_depths,
+                              num_bottleneck_tokens=args.num_bottleneck_tokens,
+                              temporal_kernel_size=args.temporal_kernel_size)
+    args.patch_size = model.patch_size
+    if args.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    model.to(device)
+    print(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+
+    dataset = build_pretraining_dataset(args)
+    collate = getattr(__import__("datasets"), "multiple_samples_collate", None) if args.num_samples > 1 else None
+    loader = build_loader(dataset, args, train=True, collate_fn=collate)
+    steps_per_epoch = len(loader) // args.update_freq
+    if steps_per_epoch == 0:
+        raise SystemExit(f"{len(dataset)} clips give no full batch of {args.batch_size} x {args.world_size} "
+                         f"processes; lower --batch_size")
+    factor = scale_lr(args)
+    print(f"{len(dataset)} clips, {steps_per_epoch} steps/epoch, effective batch {effective_batch_size(args)}, "
+          f"lr {args.lr:.3e} (base {args.base_lr:.1e} x {factor:.3f})")
+
+    model_ddp = model
+    if args.distributed:
+        model_ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[args.gpu] if device.type == "cuda" else None)
+    optimizer = build_optimizer(args, model)
+    scaler = grad_scaler(device, amp)
+    schedules = Schedules(args, optimizer, steps_per_epoch)
+    start_epoch = max(args.start_epoch, resume(args, model, optimizer, scaler))
+    stepper = Stepper(model_ddp, optimizer, schedules, scaler, args)
+    tb = TensorboardLogger(args.log_dir)
+
+    print(f"start training for {args.epochs} epochs from epoch {start_epoch}")
+    start = time.time()
+    for epoch in range(start_epoch, args.epochs):
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        stats = train_one_epoch(model_ddp, loader, stepper, schedules, device, epoch, steps_per_epoch, amp, args, tb)
+        last = epoch + 1 == args.epochs
+        if args.output_dir and ((epoch + 1) % args.save_ckpt_freq == 0 or last):
+            save_checkpoint(os.path.join(args.output_dir, f"checkpoint-{epoch}.pth"), model, optimizer, scaler,
+                            epoch, args)
+        tb.update(head="epoch", step=epoch, **stats)
+        tb.flush()
+        append_log(args.output_dir, {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch})
+        if not math.isfinite(stats["loss"]):
+            raise SystemExit(f"epoch {epoch}: non-finite mean loss")
+    print(f"training time {datetime.timedelta(seconds=int(time.time() - start))}")
+    dist.cleanup()
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
