@@ -78,7 +78,8 @@ svfap_pretrain_defaults() {
   : "${NUM_FRAMES:=16}" "${SAMPLING_RATE:=4}" "${INPUT_SIZE:=160}"
   : "${MASK_TYPE:=tube}" "${MASK_RATIO:=0.9}" "${DECODER_DEPTH:=4}" "${NORMLIZE_TARGET:=True}"
   : "${FACE_CROP:=True}"   # upper-central 160x160 of the 224x224 VoxCeleb2 face tracks
-  : "${DROP_PATH:=0.0}" "${AMP:=True}" "${SAVE_CKPT_FREQ:=10}" "${NUM_WORKERS:=8}" "${SEED:=0}"
+  # AMP: auto = bf16 on GPUs that support it (the release used fp16: AMP=fp16), none on CPU
+  : "${DROP_PATH:=0.0}" "${AMP:=auto}" "${SAVE_CKPT_FREQ:=10}" "${NUM_WORKERS:=8}" "${SEED:=0}"
 }
 
 # Fine-tuning recipe. TOTAL_BATCH 96 is the paper's; the release scripts used 64 (TOTAL_BATCH=64).
@@ -98,7 +99,7 @@ svfap_finetune_defaults() {
   : "${MIXUP_PROB:=1.0}" "${MIXUP_SWITCH_PROB:=0.5}" "${MIXUP_MODE:=batch}"
   : "${TEST_NUM_SEGMENT:=2}" "${TEST_NUM_CROP:=1}"   # 2 temporal clips x 1 spatial crop
   : "${MODEL_KEY:=model|module}" "${EVAL_CKPT:=checkpoint-best.pth}"
-  : "${AMP:=True}" "${SAVE_CKPT_FREQ:=20}" "${NUM_WORKERS:=8}" "${SEED:=0}"
+  : "${AMP:=auto}" "${SAVE_CKPT_FREQ:=20}" "${NUM_WORKERS:=8}" "${SEED:=0}"
 }
 
 svfap_require() {
