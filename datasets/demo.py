@@ -113,7 +113,7 @@ def write_frames(folder: str, clip: np.ndarray, ext: str) -> None:
 
 
 def generate(out: str, seed: int = 0, num_classes: int = 6, size: int = 64, frames: int = 48,
-             train_per_class: int = 40, eval_per_class: int = 10) -> dict[str, int]:
+             train_per_class: int = 40, eval_per_class: int = 10, gop: int = 16) -> dict[str, int]:
     if not 6 <= num_classes <= len(CLASSES):
         raise ValueError(f"num_classes must be in 6..{len(CLASSES)}")
     counts = {}
@@ -131,7 +131,7 @@ def generate(out: str, seed: int = 0, num_classes: int = 6, size: int = 64, fram
             else:
                 rel = os.path.join("videos", split, name + ".mp4")
                 os.makedirs(os.path.join(out, "videos", split), exist_ok=True)
-                write_mp4(os.path.join(out, rel), clip)
+                write_mp4(os.path.join(out, rel), clip, gop=gop)
             lines.append(f"{rel} {label}\n")
         with open(os.path.join(out, f"{split}.csv"), "w") as f:
             f.writelines(lines)
@@ -153,10 +153,12 @@ def main(argv=None):
     ap.add_argument("--frames", type=int, default=48, help="frames per clip")
     ap.add_argument("--train_per_class", type=int, default=40)
     ap.add_argument("--eval_per_class", type=int, default=10, help="val and test clips per class")
+    ap.add_argument("--gop", type=int, default=16,
+                    help="mp4 keyframe interval (short: clips seek instead of decoding from the start)")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     counts = generate(args.out, args.seed, args.num_classes, args.size, args.frames,
-                      args.train_per_class, args.eval_per_class)
+                      args.train_per_class, args.eval_per_class, args.gop)
     print(f"demo dataset in {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
           + f" clips, {args.num_classes} classes")
 

@@ -110,18 +110,19 @@ class PyAVVideo:
             self._stream = self._container.streams.video[0]
             pts, keys = [], []
             for packet in self._container.demux(self._stream):
-                if packet.size and packet.pts is not None:
+                if packet.size:     # empty packets are padding, not frames (tree.avi)
                     pts.append(packet.pts)
                     if packet.is_keyframe:
                         keys.append(packet.pts)
-            self._pts = sorted(pts)
-            self.num_frames = len(self._pts)
+            self.num_frames = len(pts)
             if self.num_frames == 0:
                 raise VideoReadError(f"{path}: no video frames")
+            if None in pts or len(set(pts)) != len(pts):
+                # Missing or repeated timestamps: only decode order is meaningful.
+                self._sequential, pts, keys = True, list(range(len(pts))), []
+            self._pts = sorted(pts)
             self._index_of = {p: i for i, p in enumerate(self._pts)}
             self._key_idx = sorted(self._index_of[p] for p in keys) or [0]
-            if len(self._index_of) != self.num_frames:
-                self._sequential = True     # duplicate pts: only decode order is meaningful
         except BaseException:
             self._container.close()
             raise

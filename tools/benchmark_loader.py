@@ -1,0 +1,142 @@
+"""Clips per second of the fine-tuning training loader, against a naive reader.
+
+    python tools/benchmark_loader.py [--data DIR] [--frames 48] [--workers 1 2]
+
+Without --data, the demo set is generated in a temporary folder (--frames,
+--size, --train_per_class shape it). The training split is measured twice:
+its mp4 samples and its frame-folder samples. "ours" is `VideoClsDataset`
+(decode / read only the frames of the clip); "naive" is the same dataset and
+augmentations over a reader that decodes every frame of the video (or reads
+every image of the folder) and then samples. "decode only" times the readers
+alone, in this process, without augmentation, for both video backends.
+The machine may be shared: every figure is the best of --repeats runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import decord  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from datasets import VideoClsDataset, read_annotations  # noqa: E402
+from datasets.demo import generate  # noqa: E402
+from datasets.sampling import random_window  # noqa: E402
+from datasets.video_io import FrameFolder, read_clips  # noqa: E402
+
+
+def naive_read(path, choose):
+    """Decode every frame, then pick the clip's frames."""
+    if os.path.isdir(path):
+        src = FrameFolder(path)
+        frames = src.get(range(src.num_frames))
+    else:
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+        frames = vr.get_batch(list(range(len(vr)))).asnumpy()
+    return [frames[ix] for ix in choose(len(frames))]
+
+
+class NaiveDataset(VideoClsDataset):
+    def _load_train(self, index):
+        def choose(n):
+            return [random_window(n, self.num_frames, self.sampling_rate)]
+        (frames,) = naive_read(self.samples[index].path, choose)
+        clip = torch.from_numpy(frames).permute(0, 3, 1, 2)
+        return [self._augment(clip) for _ in range(self.num_sample)]
+
+
+def best_of(repeats, fn):
+    return max(fn() for _ in range(repeats))
+
+
+def loader_rate(ds, workers, batch_size):
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
+                        timeout=300 if workers else 0)
+    it = iter(loader)
+    next(it)  # worker start-up and the first batch are not counted
+    start, clips = time.perf_counter(), 0
+    for batch in it:
+        clips += len(batch[0])
+    return clips / (time.perf_counter() - start)
+
+
+def decode_rate(paths, read, args):
+    def choose(n):
+        return [random_window(n, args.num_frames, args.sampling_rate)]
+    start = time.perf_counter()
+    for p in paths:
+        read(p, choose)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", help="folder with train.csv (default: generate the demo set)")
+    ap.add_argument("--frames", type=int, default=48, help="frames per generated clip")
+    ap.add_argument("--size", type=int, default=64, help="side of generated frames")
+    ap.add_argument("--train_per_class", type=int, default=40)
+    ap.add_argument("--num_frames", type=int, default=16)
+    ap.add_argument("--sampling_rate", type=int, default=2)
+    ap.add_argument("--input_size", type=int, default=64)
+    ap.add_argument("--batch_size", type=int, default=8)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--backend", default="decord", choices=["decord", "pyav"],
+                    help="backend of the training loader")
+    ap.add_argument("--gop", type=int, default=16, help="keyframe interval of generated mp4s")
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data
+        if data is None:
+            data = tmp
+            t = time.perf_counter()
+            generate(data, size=args.size, frames=args.frames, train_per_class=args.train_per_class,
+                     eval_per_class=1, gop=args.gop)
+            print(f"generated the demo set ({args.frames} frames of {args.size}x{args.size}) "
+                  f"in {time.perf_counter() - t:.0f} s")
+        samples = read_annotations(os.path.join(data, "train.csv"))
+        kinds = {"videos": [s for s in samples if not os.path.isdir(s.path)],
+                 "frame folders": [s for s in samples if os.path.isdir(s.path)]}
+        print(f"clip: {args.num_frames} frames at stride {args.sampling_rate}, "
+              f"{args.input_size}px, batch {args.batch_size}, backend {args.backend}; "
+              f"torch threads 1; {os.cpu_count()} CPUs")
+        for kind, subset in kinds.items():
+            if not subset:
+                continue
+            csv = os.path.join(tmp, f"bench_{kind.replace(' ', '_')}.csv")
+            with open(csv, "w") as f:
+                f.writelines(f"{s.path} {s.label}\n" for s in subset)
+            paths = [s.path for s in subset]
+            print(f"\n{kind} ({len(subset)} clips)")
+            naive_dec = best_of(args.repeats, lambda: decode_rate(paths, naive_read, args))
+            for backend in (("decord", "pyav") if kind == "videos" else ("-",)):
+                ours_dec = best_of(args.repeats, lambda: decode_rate(
+                    paths, lambda p, c: read_clips(p, c, backend if backend != "-" else "decord"), args))
+                label = f"decode only ({backend})" if backend != "-" else "read only"
+                print(f"  {label:<27} ours {ours_dec:7.1f}  naive {naive_dec:7.1f} "
+                      f"clips/s  ({ours_dec / naive_dec:.2f}x)")
+            kw = dict(mode="train", num_frames=args.num_frames, sampling_rate=args.sampling_rate,
+                      input_size=args.input_size, backend=args.backend)
+            for w in args.workers:
+                ours = best_of(args.repeats, lambda: loader_rate(VideoClsDataset(csv, **kw), w,
+                                                                 args.batch_size))
+                naive = best_of(args.repeats, lambda: loader_rate(NaiveDataset(csv, **kw), w,
+                                                                  args.batch_size))
+                label = f"training loader, {w} worker{'s' if w > 1 else ''}"
+                print(f"  {label:<27} ours {ours:7.1f}  naive {naive:7.1f} "
+                      f"clips/s  ({ours / naive:.2f}x)")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
