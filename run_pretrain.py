@@ -71,6 +71,8 @@ def main(args):
     if args.distributed:
         model_ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[args.gpu] if device.type == "cuda" else None)
+    if args.compile:
+        model_ddp = torch.compile(model_ddp)  # checkpoints are still written from the plain module
     optimizer = build_optimizer(args, model)
     scaler = grad_scaler(device, amp)
     schedules = Schedules(args, optimizer, steps_per_epoch)

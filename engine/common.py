@@ -24,10 +24,6 @@ def bool_arg(parser, name, default, help=""):
     parser.add_argument(name, type=str2bool, nargs="?", const=True, default=default, help=help)
 
 
-def int_list(value):
-    return [int(v) for v in str(value).replace(",", " ").split()]
-
-
 def add_common_args(p):
     """Arguments both entry points share (names and defaults of the release where it had them)."""
     p.add_argument("--batch_size", default=64, type=int, help="per-process batch size")
@@ -39,8 +35,8 @@ def add_common_args(p):
     p.add_argument("--sampling_rate", default=None, type=int, help="frame stride (dataset default when unset)")
     p.add_argument("--tubelet_size", default=2, type=int)
     p.add_argument("--drop_path", default=0.1, type=float)
-    p.add_argument("--stage_depths", default=None, type=int_list, help="e.g. '12 6 3' (model default)")
-    p.add_argument("--num_bottleneck_tokens", default=None, type=int_list)
+    p.add_argument("--stage_depths", default=None, type=int, nargs="+", help="e.g. 12 6 3 (model default)")
+    p.add_argument("--num_bottleneck_tokens", default=None, type=int, nargs="+")
     p.add_argument("--temporal_kernel_size", default=None, type=int)
     p.add_argument("--grad_checkpointing", type=str2bool, nargs="?", const=True, default=False)
     # optimisation
@@ -75,6 +71,7 @@ def add_common_args(p):
     bool_arg(p, "--auto_resume", True, "continue from the newest complete checkpoint in --output_dir")
     p.add_argument("--start_epoch", default=0, type=int)
     p.add_argument("--print_freq", default=20, type=int)
+    bool_arg(p, "--compile", False, "torch.compile the model (same numbers as eager, faster steps after warm-up)")
     p.add_argument("--local_rank", "--local-rank", default=-1, type=int, help="ignored; torchrun sets LOCAL_RANK")
     p.add_argument("--dist_on_itp", default=False, type=str2bool, help=argparse.SUPPRESS)
     p.add_argument("--dist_url", default="env://", help=argparse.SUPPRESS)

@@ -4,15 +4,18 @@ import torch.nn.functional as F
 from einops import rearrange
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from models.pretrain import split_visible
+
 from .common import autocast
 from .logger import MetricLogger
 
 
-def reconstruction_target(videos, mask, patch_size, tubelet_size, normalize=True):
+def reconstruction_target(videos, mask, patch_size, tubelet_size, normalize=True, masked_index=None):
     """Masked tubelets of the un-normalised clip, ``(B, N_masked, tubelet * patch^2 * 3)``.
 
     With ``normalize``, each tubelet's pixels are standardised per channel with their own mean and
-    unbiased std, flattened in (t, h, w, c) order as in VideoMAE.
+    unbiased std, flattened in (t, h, w, c) order as in VideoMAE. Tokens come in increasing index
+    order, as the model's reconstruction does.
     """
     mean = torch.as_tensor(IMAGENET_DEFAULT_MEAN, device=videos.device).view(1, 3, 1, 1, 1)
     std = torch.as_tensor(IMAGENET_DEFAULT_STD, device=videos.device).view(1, 3, 1, 1, 1)
@@ -22,7 +25,10 @@ def reconstruction_target(videos, mask, patch_size, tubelet_size, normalize=True
     if normalize:
         x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
     x = rearrange(x, "b n p c -> b n (p c)")
-    return x[mask].reshape(x.shape[0], -1, x.shape[-1])
+    if masked_index is None:
+        t = videos.shape[2] // tubelet_size
+        masked_index = split_visible(mask, t, videos.device)[1]
+    return torch.gather(x, 1, masked_index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 def train_one_epoch(model, loader, stepper, schedules, device, epoch, steps_per_epoch, amp, args, tb=None):
@@ -41,7 +47,7 @@ def train_one_epoch(model, loader, stepper, schedules, device, epoch, steps_per_
         if it % stepper.update_freq == 0:
             schedules.step(global_step)
         videos = videos.to(device, non_blocking=True)
-        mask = mask.to(device, non_blocking=True).flatten(1).bool()
+        mask = mask.flatten(1).bool()  # stays on the CPU: reading its token count costs no device sync
         with torch.no_grad():
             target = reconstruction_target(videos, mask, patch, tubelet, args.normlize_target)
         with autocast(device, amp):

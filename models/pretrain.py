@@ -15,16 +15,23 @@ from .layers import Block, sinusoid_table
 from .tpsbt import TPSBTTrunk
 
 
-def split_visible(mask: torch.Tensor, num_time_steps: int):
+def split_visible(mask: torch.Tensor, num_time_steps: int, device=None):
     """Indices of visible and masked tokens, each in increasing order, without Python loops.
 
-    ``mask``: bool ``(B, N)``, True = masked, the same count per sample (tube masking).
+    ``mask``: bool ``(B, N)``, True = masked, the same count per sample (tube masking). Reading the
+    count is a host sync when the mask lives on a GPU, so the engine keeps masks on the CPU and
+    passes ``device`` for the indices.
     """
     b, n = mask.shape
-    order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)  # visible first, both ascending
     num_masked = int(mask[0].sum())
     if num_masked % num_time_steps:
         raise ValueError(f"{num_masked} masked tokens are not a tube mask over {num_time_steps} time steps")
+    t = num_time_steps
+    if mask.device.type == "cpu" and not (mask.view(b, t, -1) == mask.view(b, t, -1)[:, :1]).all():
+        raise ValueError("mask is not a tube mask: visible positions differ between time steps")
+    order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)  # visible first, both ascending
+    if device is not None:
+        order = order.to(device, non_blocking=True)
     return order[:, : n - num_masked], order[:, n - num_masked:]
 
 
@@ -48,11 +55,9 @@ class PretrainTPSBTEncoder(TPSBTTrunk):
         b, n, c = tokens.shape
         t = self.grid_size[0]
         if visible_index is None:
-            visible_index, _ = split_visible(mask, t)
+            # A non-tube mask would silently mix positions across time in the temporal conv.
+            visible_index, _ = split_visible(mask, t, tokens.device)
         visible = _gather(tokens, visible_index)
-        # A non-tube mask would silently mix positions across time in the temporal conv.
-        torch._assert_async((mask.view(b, t, -1) == mask.view(b, t, -1)[:, :1]).all(),
-                            "mask is not a tube mask: visible positions differ between time steps")
         outs = self.forward_stages(visible.reshape(b, t, -1, c))
         return self.head(self.norm(self.fuse(outs).flatten(1, 2)))
 
@@ -142,7 +147,7 @@ class PretrainTPSBT(nn.Module):
         self.decoder.grad_checkpointing = enable
 
     def forward(self, x, mask):
-        visible_index, masked_index = split_visible(mask, self.encoder.grid_size[0])
+        visible_index, masked_index = split_visible(mask, self.encoder.grid_size[0], x.device)
         x_vis = self.encoder_to_decoder(self.encoder(x, mask, visible_index))
         b = x_vis.shape[0]
         pos = self.pos_embed.to(x_vis.dtype).expand(b, -1, -1)

@@ -98,6 +98,29 @@ class TPSBTTrunk(nn.Module):
     def set_grad_checkpointing(self, enable=True):
         self.grad_checkpointing = enable
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse=False):
+        """Layer ordinals for timm's layer-wise lr decay.
+
+        The temporal downsampling and bottleneck modules of a stage sit at the depth of that
+        stage's first block (the release gave them the full learning rate).
+        """
+        starts = [sl.start for sl in self.stage_slices()]
+        stage_of = self.block_stage_ids()
+
+        def ordinal(name):
+            if name.startswith(("patch_embed.", "pos_embed")):
+                return 0
+            parts = name.split(".")
+            if parts[0] == "blocks":
+                block = int(parts[1])
+                return starts[stage_of[block]] + 1 if coarse else block + 1
+            if parts[0] in ("temporal_downsamples", "spatial_downsamples"):
+                return starts[int(parts[1]) + 1] + 1
+            return float("inf")  # norms and head: the top layer
+
+        return ordinal
+
     def stage_slices(self):
         bounds, start = [], 0
         for depth in self.stage_depths:

@@ -1,0 +1,178 @@
+"""End to end on the demo data with a tiny model: pre-train -> fine-tune -> evaluate, distributed
+evaluation, kill-and-resume, and the regression and clip-averaged tasks."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+TINY = ["--stage_depths", "1", "1", "1", "--input_size", "64", "--num_frames", "16", "--num_workers", "0",
+        "--print_freq", "5", "--device", "cpu", "--warmup_epochs", "0"]
+FT = ["--model", "svfap_tiny_patch16_160", "--data_set", "custom", "--nb_classes", "6", "--batch_size", "4",
+      "--lr", "2e-3", *TINY]
+
+
+def run(script, *args, check=True, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([PY, str(REPO / script), *map(str, args)], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=600, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    subprocess.run([PY, "-m", "datasets.demo", "--out", str(root), "--train_per_class", "4", "--eval_per_class",
+                    "2", "--frames", "32", "--size", "64"], check=True, cwd=REPO, capture_output=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pretrained(demo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain")
+    proc = run("run_pretrain.py", "--model", "pretrain_svfap_tiny_patch16_160", "--decoder_depth", "1",
+               "--data_path", demo / "pretrain.csv", "--data_root", demo, "--batch_size", "4", "--epochs", "1",
+               "--output_dir", out, *TINY)
+    assert "loss" in proc.stdout
+    return out / "checkpoint-0.pth"
+
+
+@pytest.fixture(scope="module")
+def finetuned(demo, pretrained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finetune")
+    proc = run("run_finetune.py", *FT, "--data_path", demo, "--data_root", demo, "--epochs", "1",
+               "--finetune", pretrained, "--output_dir", out)
+    return out, proc
+
+
+def test_pretrain_writes_a_resumable_checkpoint(pretrained):
+    import torch
+    ckpt = torch.load(pretrained, weights_only=True)
+    assert set(ckpt) >= {"model", "optimizer", "epoch", "args"} and ckpt["epoch"] == 0
+    assert isinstance(ckpt["args"], dict) and ckpt["args"]["model"] == "pretrain_svfap_tiny_patch16_160"
+    log = [json.loads(line) for line in (pretrained.parent / "log.txt").read_text().splitlines()]
+    assert log[-1]["epoch"] == 0 and log[-1]["train_loss"] > 0
+    assert list((pretrained.parent / "tb").glob("events.out.tfevents*"))
+
+
+def test_finetune_from_pretraining_writes_reports(finetuned):
+    out, proc = finetuned
+    assert "loaded" in proc.stdout and "new (trained from scratch)" in proc.stdout
+    assert "validation uses the test split" not in proc.stderr  # the demo has its own val split
+    for name in ("checkpoint-best.pth", "checkpoint-0.pth", "pred.csv", "metrics.json", "confusion_matrix.png",
+                 "log.txt"):
+        assert (out / name).is_file(), name
+    pred = pd.read_csv(out / "pred.csv")
+    assert len(pred) == 12 and {"id", "target", "prediction"} <= set(pred.columns)
+    scores = pred[[c for c in pred.columns if c.startswith("score_")]].to_numpy()
+    assert scores.shape[1] == 6 and abs(scores.sum(1) - 1).max() < 1e-5
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["uar"] <= 100 and metrics["num_samples"] == 12
+    assert "uar" in proc.stdout and "war" in proc.stdout  # the printed table
+
+
+def test_eval_only_and_two_process_evaluation_agree(demo, finetuned, tmp_path):
+    out, _ = finetuned
+    # 11 videos x 3 views = 33 items: the 2-process sampler pads one duplicate that must be dropped
+    split = tmp_path / "split"
+    split.mkdir()
+    lines = (demo / "test.csv").read_text().splitlines()[:11]
+    (split / "test.csv").write_text("\n".join(lines) + "\n")
+    common = [*FT, "--data_path", split, "--data_root", demo, "--eval", "True", "--test_num_segment", "3",
+              "--finetune", out / "checkpoint-best.pth"]
+    run("run_finetune.py", *common, "--output_dir", tmp_path / "one")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+                           str(REPO / "run_finetune.py"), *map(str, common), "--output_dir", str(tmp_path / "two")],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert one["num_samples"] == two["num_samples"] == 11
+    for key in ("uar", "war", "weighted_f1", "confusion_matrix"):
+        assert one[key] == two[key], key
+    p1 = pd.read_csv(tmp_path / "one" / "pred.csv")
+    p2 = pd.read_csv(tmp_path / "two" / "pred.csv")
+    pd.testing.assert_frame_equal(p1, p2, atol=1e-5, check_exact=False)
+
+
+def test_killed_run_resumes_from_last_complete_checkpoint(demo, pretrained, tmp_path):
+    out = tmp_path / "run"
+    args = [*FT, "--data_path", demo, "--data_root", demo, "--epochs", "3", "--save_ckpt_freq", "1",
+            "--finetune", pretrained, "--output_dir", out, "--auto_resume", "True"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([PY, str(REPO / "run_finetune.py"), *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoint-0.pth").exists():
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < deadline, "no checkpoint written"
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the next epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # a checkpoint cut short on disk (newer than the real ones) must never be picked up
+    good = sorted(out.glob("checkpoint-[0-9].pth"))[-1]
+    (out / "checkpoint-7.pth").write_bytes(good.read_bytes()[:1000])
+    resumed = run("run_finetune.py", *args)
+    text = resumed.stdout
+    assert "skipping unreadable" in text and "checkpoint-7.pth" in text
+    assert f"resumed from {good}" in text
+    start = int(good.stem.split("-")[1]) + 1
+    assert f"from epoch {start}" in text
+    assert (out / "checkpoint-2.pth").is_file() and (out / "pred.csv").is_file()
+    epochs = [json.loads(line)["epoch"] for line in (out / "log.txt").read_text().splitlines()]
+    assert epochs[-1] == 2
+
+
+def test_regression_task(demo, tmp_path):
+    split = tmp_path / "reg"
+    split.mkdir()
+    for name in ("train", "test"):
+        rows = []
+        for line in (demo / f"{name}.csv").read_text().splitlines():
+            path, label = line.split()
+            rows.append(f"{path} {int(label) / 5:.3f} {1 - int(label) / 5:.3f}")
+        (split / f"{name}.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    proc = run("run_finetune.py", "--model", "svfap_tiny_patch16_160", "--data_set", "custom", "--task", "regression",
+               "--nb_classes", "2", "--batch_size", "4", *TINY, "--data_path", split, "--data_root", demo,
+               "--epochs", "1", "--output_dir", out, "--mixup", "0", "--cutmix", "0", "--smoothing", "0")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"pcc", "ccc", "acc", "mse", "ccc_per_target"} <= set(metrics)
+    assert set(metrics["ccc_per_target"]) == {"target0", "target1"}
+    assert (out / "scatter_target0.png").is_file()
+    pred = pd.read_csv(out / "pred.csv")
+    assert {"target_target0", "pred_target1"} <= set(pred.columns) and len(pred) == 12
+    assert "ccc" in proc.stdout
+    assert "validation uses the test split" in proc.stderr  # no val.csv: said out loud
+
+
+def test_clip_averaged_classification(demo, finetuned, tmp_path):
+    out, _ = finetuned
+    split = tmp_path / "clips"
+    split.mkdir()
+    lines = (demo / "test.csv").read_text().splitlines()
+    (split / "test.csv").write_text("\n".join(lines + lines) + "\n")  # every video as two clips
+    ev = tmp_path / "eval"
+    run("run_finetune.py", "--model", "svfap_tiny_patch16_160", "--data_set", "custom", "--task",
+        "clip_classification", "--nb_classes", "6", *TINY, "--data_path", split, "--data_root", demo, "--eval",
+        "--finetune", out / "checkpoint-best.pth", "--output_dir", ev, "--video_id_regex", "^(.*)$")
+    pred = pd.read_csv(ev / "pred.csv")
+    assert len(pred) == 12 and pred["id"].is_unique  # 24 clips averaged into 12 videos
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert metrics["num_samples"] == 12 and "weighted_f1" in metrics

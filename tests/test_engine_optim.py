@@ -1,0 +1,93 @@
+"""Layer-wise lr decay groups, no-weight-decay sets and the per-step schedules."""
+import argparse
+
+import numpy as np
+import pytest
+import timm
+
+import models  # noqa: F401
+from engine.optim import Schedules, build_optimizer, scale_lr
+
+
+def _args(**kw):
+    base = dict(opt="adamw", lr=1e-3, min_lr=1e-6, warmup_lr=1e-6, weight_decay=0.05, weight_decay_end=None,
+                layer_decay=0.75, opt_betas=[0.9, 0.999], opt_eps=1e-8, momentum=0.9, epochs=10, warmup_epochs=2,
+                warmup_steps=-1, batch_size=16, update_freq=2, world_size=4)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_every_parameter_in_one_group_with_its_stage_scale():
+    model = timm.create_model("svfap_base_patch16_160", img_size=64, embed_dim=64, num_heads=4,
+                              stage_depths=(2, 2, 1), num_bottleneck_tokens=4)
+    opt = build_optimizer(_args(), model)
+    seen = {}
+    for g in opt.param_groups:
+        for p in g["params"]:
+            assert id(p) not in seen, "parameter in two groups"
+            seen[id(p)] = g
+    names = dict(model.named_parameters())
+    assert set(seen) == {id(p) for p in names.values()}
+    num_layers = 5 + 2  # embedding, 5 blocks, head
+    scale = lambda layer: 0.75 ** (num_layers - 1 - layer)  # noqa: E731
+    expected = {
+        "patch_embed.proj.weight": scale(0), "blocks.0.attn.qkv.weight": scale(1), "blocks.1.mlp.fc1.weight": scale(2),
+        # stage 2 starts at block 2: its temporal conv and bottleneck take block 2's depth, not the full lr
+        "temporal_downsamples.0.weight": scale(3), "spatial_downsamples.0.mlp.fc1.weight": scale(3),
+        "blocks.2.cross_attn.q.weight": scale(3), "blocks.3.attn.qkv.weight": scale(4),
+        "temporal_downsamples.1.weight": scale(5), "spatial_downsamples.1.norm.weight": scale(5),
+        "blocks.4.mlp.fc2.weight": scale(5), "fc_norm.weight": 1.0, "head.weight": 1.0,
+    }
+    for name, want in expected.items():
+        assert seen[id(names[name])]["lr_scale"] == pytest.approx(want), name
+    for name, p in names.items():
+        decays = seen[id(p)]["weight_decay"] > 0
+        no_decay = p.ndim <= 1 or name.endswith(("q_bias", "v_bias")) or "pos_embed" in name
+        assert decays != no_decay, name
+
+
+def test_pretrain_model_groups_exclude_mask_token_and_biases():
+    model = timm.create_model("pretrain_svfap_tiny_patch16_160", img_size=64, stage_depths=(1, 1, 1))
+    opt = build_optimizer(_args(layer_decay=None), model)
+    no_decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert id(named["mask_token"]) in no_decay
+    assert id(named["encoder.blocks.0.attn.q_bias"]) in no_decay
+    assert id(named["encoder.blocks.0.attn.qkv.weight"]) not in no_decay
+
+
+def test_lr_scaling_and_schedule_shape():
+    args = _args()
+    factor = scale_lr(args)
+    assert factor == pytest.approx(16 * 2 * 4 / 256)
+    assert args.lr == pytest.approx(1e-3 * factor) and args.warmup_lr == pytest.approx(1e-6 * factor)
+    model = timm.create_model("svfap_tiny_patch16_160", img_size=64, stage_depths=(1, 1, 1))
+    opt = build_optimizer(args, model)
+    steps = 10
+    sched = Schedules(args, opt, steps)
+    lrs, wds = [], []
+    for step in range(args.epochs * steps):
+        sched.step(step)
+        lr, wd = sched.current()
+        lrs.append(lr)
+        wds.append(wd)
+    assert lrs[0] == pytest.approx(args.warmup_lr)
+    assert max(lrs) == pytest.approx(args.lr, rel=1e-6)
+    assert int(np.argmax(lrs)) == 2 * steps  # warm-up lasts warmup_epochs
+    assert args.min_lr <= lrs[-1] < args.min_lr + 1e-3 * (args.lr - args.min_lr)
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))  # cosine decay is monotone
+    assert wds[0] == pytest.approx(0.05) and wds[-1] == pytest.approx(0.05)
+    # groups without weight decay stay at zero while the schedule runs
+    assert all(g["weight_decay"] == 0 for g in opt.param_groups if not g["decays"])
+
+
+def test_weight_decay_schedule_moves_to_end_value():
+    args = _args(weight_decay=0.04, weight_decay_end=0.4)
+    scale_lr(args)
+    model = timm.create_model("svfap_tiny_patch16_160", img_size=64, stage_depths=(1, 1, 1))
+    opt = build_optimizer(args, model)
+    sched = Schedules(args, opt, 5)
+    sched.step(0)
+    assert sched.current()[1] == pytest.approx(0.04)
+    sched.step(49)
+    assert sched.current()[1] == pytest.approx(0.4, rel=0.01)
