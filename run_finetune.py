@@ -188,7 +188,7 @@ def main(args):
     for epoch in range(start_epoch, args.epochs):
         if hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
-        stats = train_one_epoch(model_ddp, criterion, train_loader, stepper, schedules, device, epoch,
+        stats = train_one_epoch(model_ddp, criterion, train_loader, stepper, device, epoch,
                                 steps_per_epoch, amp, args, mixup_fn, tb)
         record = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch}
         last = epoch + 1 == args.epochs

@@ -85,7 +85,7 @@ def main(args):
     for epoch in range(start_epoch, args.epochs):
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
-        stats = train_one_epoch(model_ddp, loader, stepper, schedules, device, epoch, steps_per_epoch, amp, args, tb)
+        stats = train_one_epoch(model_ddp, loader, stepper, device, epoch, steps_per_epoch, amp, args, tb)
         last = epoch + 1 == args.epochs
         if args.output_dir and ((epoch + 1) % args.save_ckpt_freq == 0 or last):
             save_checkpoint(os.path.join(args.output_dir, f"checkpoint-{epoch}.pth"), model, optimizer, scaler,

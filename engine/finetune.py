@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from .common import autocast
-from .distributed import all_gather_objects, all_reduce_mean
+from .distributed import all_gather_objects
 from .logger import MetricLogger
 from .reports import clip_average, merge_views, metrics_from_frame, predictions_frame
 
@@ -15,7 +15,7 @@ def mix_video(mixup_fn, videos, targets):
     return mixed.reshape(b, c, t, h, w), targets
 
 
-def train_one_epoch(model, criterion, loader, stepper, schedules, device, epoch, steps_per_epoch, amp, args,
+def train_one_epoch(model, criterion, loader, stepper, device, epoch, steps_per_epoch, amp, args,
                     mixup_fn=None, tb=None):
     model.train()
     logger = MetricLogger()
@@ -27,9 +27,7 @@ def train_one_epoch(model, criterion, loader, stepper, schedules, device, epoch,
         if it // stepper.update_freq >= steps_per_epoch:
             break
         videos, targets = batch[0], batch[1]
-        global_step = epoch * steps_per_epoch + it // stepper.update_freq
-        if it % stepper.update_freq == 0:
-            schedules.step(global_step)
+        global_step = stepper.start(it, epoch, steps_per_epoch)
         videos = videos.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         if mixup_fn is not None:
@@ -41,15 +39,8 @@ def train_one_epoch(model, criterion, loader, stepper, schedules, device, epoch,
         loss_sum += loss.detach()
         count += 1
         if should_log:
-            stepper.check_finite()
-            lr, wd = schedules.current()
-            logger.update(loss=loss, lr=lr, weight_decay=wd, grad_norm=norm)
-            if tb is not None:
-                tb.update(head="loss", step=global_step, loss=loss)
-                tb.update(head="opt", step=global_step, lr=lr, weight_decay=wd, grad_norm=norm)
-    stepper.check_finite()
-    lr, wd = schedules.current()
-    return {"loss": all_reduce_mean((loss_sum / max(count, 1)).item()), "lr": lr, "weight_decay": wd}
+            stepper.log(logger, tb, loss, norm, global_step)
+    return stepper.epoch_stats(loss_sum, count)
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ def reconstruction_target(videos, mask, patch_size, tubelet_size, normalize=True
     return torch.gather(x, 1, masked_index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def train_one_epoch(model, loader, stepper, schedules, device, epoch, steps_per_epoch, amp, args, tb=None):
+def train_one_epoch(model, loader, stepper, device, epoch, steps_per_epoch, amp, args, tb=None):
     model.train()
     logger = MetricLogger()
     header = f"Epoch: [{epoch}]"
@@ -43,9 +43,7 @@ def train_one_epoch(model, loader, stepper, schedules, device, epoch, steps_per_
                                                             samples_per_iter=args.batch_size * args.world_size):
         if it // stepper.update_freq >= steps_per_epoch:
             break
-        global_step = epoch * steps_per_epoch + it // stepper.update_freq
-        if it % stepper.update_freq == 0:
-            schedules.step(global_step)
+        global_step = stepper.start(it, epoch, steps_per_epoch)
         videos = videos.to(device, non_blocking=True)
         mask = mask.flatten(1).bool()  # stays on the CPU: reading its token count costs no device sync
         with torch.no_grad():
@@ -57,14 +55,5 @@ def train_one_epoch(model, loader, stepper, schedules, device, epoch, steps_per_
         loss_sum += loss.detach()
         count += 1
         if should_log:
-            stepper.check_finite()
-            lr, wd = schedules.current()
-            logger.update(loss=loss, lr=lr, weight_decay=wd, grad_norm=norm)
-            if tb is not None:
-                tb.update(head="loss", step=global_step, loss=loss)
-                tb.update(head="opt", step=global_step, lr=lr, weight_decay=wd, grad_norm=norm)
-    stepper.check_finite()
-    from .distributed import all_reduce_mean
-    mean_loss = all_reduce_mean((loss_sum / max(count, 1)).item())
-    lr, wd = schedules.current()
-    return {"loss": mean_loss, "lr": lr, "weight_decay": wd}
+            stepper.log(logger, tb, loss, norm, global_step)
+    return stepper.epoch_stats(loss_sum, count)

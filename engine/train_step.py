@@ -1,8 +1,9 @@
 """One optimisation step shared by both loops: accumulation, AMP, clipping, non-finite checks."""
-import math
 from contextlib import nullcontext
 
 import torch
+
+from .distributed import all_reduce_mean
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -63,6 +64,27 @@ class Stepper:
             self.model_ema.update(self.model, step=global_step)
         return norm
 
+    def start(self, it, epoch, steps_per_epoch):
+        """Global optimisation step of micro-batch ``it``; the schedules move at each new step."""
+        global_step = epoch * steps_per_epoch + it // self.update_freq
+        if it % self.update_freq == 0:
+            self.schedules.step(global_step)
+        return global_step
+
+    def log(self, logger, tb, loss, norm, global_step):
+        self.check_finite()
+        lr, wd = self.schedules.current()
+        logger.update(loss=loss, lr=lr, weight_decay=wd, grad_norm=norm)
+        if tb is not None:
+            tb.update(head="loss", step=global_step, loss=loss)
+            tb.update(head="opt", step=global_step, lr=lr, weight_decay=wd, grad_norm=norm)
+
+    def epoch_stats(self, loss_sum, count):
+        """Mean loss over the epoch and all processes, with the lr and weight decay reached."""
+        self.check_finite()
+        lr, wd = self.schedules.current()
+        return {"loss": all_reduce_mean((loss_sum / max(count, 1)).item()), "lr": lr, "weight_decay": wd}
+
     def check_finite(self):
         """Raise if any loss so far was NaN or inf (called at logging points: one host sync)."""
         if self.bad_step is not None and int(self.bad_step) >= 0:
@@ -72,10 +94,3 @@ class Stepper:
                 f"non-finite loss at optimisation step {int(self.bad_step)} (lr {lr:.3e}, loss scale {scale}); "
                 f"stopping. Lower --lr, use --clip_grad, or try --amp bf16/none.")
 
-
-def loss_scale(scaler):
-    return scaler.get_scale() if scaler is not None else None
-
-
-def is_finite_number(value):
-    return value is not None and math.isfinite(value)

@@ -1,0 +1,44 @@
+"""The optimisation step: gradient accumulation and the non-finite loss stop."""
+import argparse
+
+import pytest
+import torch
+
+from engine.optim import Schedules
+from engine.train_step import NonFiniteLossError, Stepper
+
+
+def _setup(update_freq, lr=0.1):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for g in opt.param_groups:
+        g["decays"] = False
+    args = argparse.Namespace(update_freq=update_freq, clip_grad=None, epochs=1, warmup_epochs=0, warmup_steps=-1,
+                              min_lr=lr, warmup_lr=lr, weight_decay=0.0, weight_decay_end=None)
+    sched = Schedules(args, opt, steps_per_epoch=4)
+    return model, opt, Stepper(model, opt, sched, None, args)
+
+
+def test_accumulation_equals_one_big_batch():
+    x, y = torch.randn(8, 4), torch.randn(8, 1)
+    model_a, _, step_a = _setup(update_freq=2)
+    for it in range(4):  # micro-batches of 2, an optimiser step every 2
+        sl = slice(2 * it, 2 * it + 2)
+        step_a(torch.nn.functional.mse_loss(model_a(x[sl]), y[sl]), it, step_a.start(it, 0, 2))
+    model_b, _, step_b = _setup(update_freq=1)
+    for it in range(2):  # batches of 4
+        sl = slice(4 * it, 4 * it + 4)
+        step_b(torch.nn.functional.mse_loss(model_b(x[sl]), y[sl]), it, step_b.start(it, 0, 2))
+    for pa, pb in zip(model_a.parameters(), model_b.parameters()):
+        torch.testing.assert_close(pa, pb)
+
+
+def test_non_finite_loss_stops_with_step_and_lr():
+    model, _, stepper = _setup(update_freq=1)
+    x = torch.randn(2, 4)
+    for it in range(4):
+        loss = model(x).sum() * (float("nan") if it == 2 else 1.0)
+        stepper(loss, it, stepper.start(it, 0, 4))
+    with pytest.raises(NonFiniteLossError, match=r"step 2 \(lr 1\.000e-01, loss scale None\)"):
+        stepper.check_finite()
