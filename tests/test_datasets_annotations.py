@@ -75,8 +75,8 @@ def test_path_resolution(tmp_path):
     csv.parent.mkdir()
     csv.write_text("v/a.mp4 0\n/old/long/b.mp4 1\n/old/c.mp4 2\n/abs/d.mp4 3\n")
     pmap = ["/old=/new", "/old/long=rel"]
-    s = read_annotations(csv, data_root="/root", prefix_map=pmap)
-    assert [x.path for x in s] == ["/root/v/a.mp4", "/root/rel/b.mp4", "/new/c.mp4", "/abs/d.mp4"]
+    s = read_annotations(csv, data_root="/ds", prefix_map=pmap)
+    assert [x.path for x in s] == ["/ds/v/a.mp4", "/ds/rel/b.mp4", "/new/c.mp4", "/abs/d.mp4"]
     # Without a data root, relative paths resolve next to the annotation file.
     assert read_annotations(csv)[0].path == str(tmp_path / "sub" / "v" / "a.mp4")
 
