@@ -1,0 +1,339 @@
+"""Extract SVFAP features of many videos to .npy files with an index CSV; resumable, torchrun-ready.
+
+Sources: an annotation CSV (``<path> <label...>`` as the datasets read it; --data_root and
+--prefix_map resolve paths) or a folder of videos / frame folders. Checkpoints: fine-tuned
+(``run_finetune.py``) or pre-trained (``run_pretrain.py``); the model and its input come from the
+checkpoint's ``args``, flags override them. Clips are seen as the test split sees them.
+
+What is saved per clip (--features):
+  pooled  fine-tuned: the classifier's input, LayerNorm(mean of the last stage's tokens) (C,)
+          pre-trained: the mean of the encoder output (the stages fused and normed, all tokens
+          visible: what the decoder reads) (C,)
+  tokens  fine-tuned: the last stage's token map (T_last, S, C) before pooling
+          pre-trained: the fused, normed encoder token map (T, S, C)
+Clips per video (--windows): ``centre`` (one, as validation), ``uniform`` (--num_segments, as
+the test split) or ``sliding`` (covering the video, --window_stride frames apart).
+
+Output (--output_dir): shards/shard_NNNNN.npy (the clips of --shard_size consecutive videos) and
+shard_NNNNN.csv, then index.csv (one row per clip: video, path, label, window, start_frame,
+end_frame, file, row) and failed.csv (videos that could not be read). Shards are written under a
+temporary name and renamed, so a killed run leaves only complete shards; rerunning the same
+command skips them (--max_shards N stops after N new shards, for time-limited jobs). Under
+torchrun, shard k goes to rank k % world_size; rank 0 writes the index. Load everything with
+``tools.extract_features.load_features(output_dir)``.
+
+Examples:
+  python tools/extract_features.py --checkpoint dfew/checkpoint-best.pth --csv DFEW/test.csv --output_dir feats/
+  python tools/extract_features.py --checkpoint pretrain/checkpoint-99.pth videos/ --features tokens \\
+      --windows sliding --output_dir feats_tokens/ --batch_size 32 --num_workers 8
+  torchrun --nproc_per_node 4 tools/extract_features.py --checkpoint ckpt.pth --csv train.csv --output_dir feats/
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from datasets.video_io import VideoReadError  # noqa: E402
+from engine import distributed as dist  # noqa: E402
+from tools._common import ClipSpec, ToolError, add_model_args, count_frames, create, \
+    crop_config, find_inputs, finetune_name, is_pretrain_state, load_strict, load_windows, model_kwargs, \
+    plan_windows, pretrain_name, read_checkpoint, resolve_config, run_cli, sampling_rate_of, write_json  # noqa: E402
+
+# Settings that change the numbers: a resumed run must use the same ones.
+RESUME_KEYS = ("checkpoint", "features", "windows", "window_stride", "num_segments", "crop", "crop_size",
+               "crop_margin", "shard_size", "dtype", "config", "videos")
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", help="video files, frame folders, or folders of them (or use --csv)")
+    p.add_argument("--csv", default=None, help="annotation file: one '<path> <label...>' per line")
+    p.add_argument("--data_root", default="", help="root the CSV's relative paths are resolved against")
+    p.add_argument("--prefix_map", default=[], nargs="*", help="OLD=NEW path prefix rewrites for the CSV")
+    p.add_argument("--checkpoint", required=True, help="fine-tuned or pre-trained checkpoint")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--features", default="pooled", choices=["pooled", "tokens"])
+    p.add_argument("--windows", default="centre", choices=["centre", "uniform", "sliding"])
+    p.add_argument("--num_segments", type=int, default=2, help="clips per video with --windows uniform")
+    p.add_argument("--window_stride", type=int, default=None, help="frames between sliding window starts")
+    p.add_argument("--crop", action="store_true", help="crop faces first (preprocess/face_crop.py's tracker)")
+    p.add_argument("--crop_size", type=int, default=224)
+    p.add_argument("--crop_margin", type=float, default=0.3)
+    p.add_argument("--batch_size", type=int, default=16, help="clips per forward pass")
+    p.add_argument("--num_workers", type=int, default=4, help="decoding processes")
+    p.add_argument("--shard_size", type=int, default=256, help="videos per output shard")
+    p.add_argument("--max_shards", type=int, default=None, help="stop after this many new shards (rerun resumes)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type")
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast for the forward pass")
+    p.add_argument("--backend", default="decord", choices=["decord", "pyav"])
+    p.add_argument("--device", default=None, help="default: cuda (the LOCAL_RANK GPU under torchrun) if available")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable video")
+    add_model_args(p)
+    return p
+
+
+# -- the feature model --------------------------------------------------------------------------
+
+class FinetunedFeatures(nn.Module):
+    """Pooled = what the classifier reads; tokens = the last stage's map before pooling."""
+
+    def __init__(self, model, kind):
+        super().__init__()
+        self.model, self.kind = model, kind
+
+    def forward(self, x):
+        if self.kind == "pooled":
+            return self.model.forward_features(x)
+        tokens = self.model.embed(x)
+        b, _, c = tokens.shape
+        t, h, w = self.model.grid_size
+        return self.model.forward_stages(tokens.reshape(b, t, h * w, c))[-1]
+
+
+class PretrainedFeatures(nn.Module):
+    """The pre-training encoder with nothing masked: fused stages + ``encoder.norm``."""
+
+    def __init__(self, model, kind):
+        super().__init__()
+        self.encoder, self.kind = model.encoder, kind
+
+    def forward(self, x):
+        enc = self.encoder
+        t, h, w = enc.grid_size
+        mask = torch.zeros(x.shape[0], t * h * w, dtype=torch.bool)
+        tokens = enc(x, mask).reshape(x.shape[0], t, h * w, -1)
+        return tokens.mean((1, 2)) if self.kind == "pooled" else tokens
+
+
+def build_feature_model(state, cfg, kind):
+    """``(feature module, what it is)`` for a fine-tuned or a pre-trained checkpoint."""
+    name = cfg.get("model") or "svfap_base_patch16_160"
+    if is_pretrain_state(state):
+        name = pretrain_name(name)
+        model = create(name, **model_kwargs(cfg, pretrain=True))
+        load_strict(model, state, f"pre-training checkpoint ({name})")
+        return PretrainedFeatures(model, kind).eval(), name
+    from models.checkpoint import to_finetune_keys
+    name = finetune_name(name)
+    state = to_finetune_keys(state)
+    head = state.get("head.weight")
+    model = create(name, num_classes=int(head.shape[0]) if head is not None else 0, **model_kwargs(cfg))
+    load_strict(model, state, f"checkpoint ({name})")
+    return FinetunedFeatures(model, kind).eval(), name
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+def list_videos(args):
+    """``(paths, labels)`` from --csv or the positional inputs, in a fixed order (shards depend on it)."""
+    if args.csv and args.inputs:
+        raise ToolError("give a --csv or input paths, not both")
+    if args.csv:
+        if not os.path.isfile(args.csv):
+            raise ToolError(f"annotation file not found: {args.csv}")
+        from datasets.annotations import AnnotationError, read_annotations
+        try:
+            samples = read_annotations(args.csv, args.data_root, args.prefix_map)
+        except (AnnotationError, ValueError) as e:
+            raise ToolError(str(e)) from e
+        return [s.path for s in samples], [" ".join(map(str, s.label)) if isinstance(s.label, tuple) else s.label
+                                           for s in samples]
+    if not args.inputs:
+        raise ToolError("nothing to extract: give --csv FILE or video paths / folders")
+    paths = find_inputs(args.inputs)
+    return paths, [""] * len(paths)
+
+
+class ShardVideos(torch.utils.data.Dataset):
+    """The clips of each video of a shard; an unreadable video gives its error instead."""
+
+    def __init__(self, paths, opts, spec, num_frames, rate):
+        self.paths, self.opts, self.spec = paths, opts, spec
+        self.num_frames, self.rate = num_frames, rate
+        self.crop_cfg = crop_config(opts.crop_size, opts.crop_margin) if opts.crop else None
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        path, o = self.paths[i], self.opts
+        try:
+            n = count_frames(path, o.backend)
+            windows = plan_windows(n, self.num_frames, self.rate, o.windows, o.window_stride, o.num_segments)
+            batch = load_windows(path, windows, self.spec, o.backend, self.crop_cfg)
+            return i, batch.clips, [(int(w[0]), int(w[-1])) for w in windows], None
+        except (VideoReadError, ToolError, ValueError, OSError) as e:
+            return i, None, None, f"{type(e).__name__}: {e}"
+
+
+# -- shards -------------------------------------------------------------------------------------
+
+def shard_paths(output_dir, k):
+    base = os.path.join(output_dir, "shards", f"shard_{k:05d}")
+    return base + ".npy", base + ".csv"
+
+
+def shard_done(output_dir, k):
+    return os.path.exists(shard_paths(output_dir, k)[1])  # the CSV is renamed last
+
+
+@torch.no_grad()
+def extract_shard(feature_model, paths, labels, first_video, opts, spec, num_frames, rate, device, amp):
+    """Features ``(clips, ...)`` and rows for the videos of one shard."""
+    from engine.common import autocast
+    data = ShardVideos(paths, opts, spec, num_frames, rate)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=opts.num_workers,
+                                         persistent_workers=False)
+    feats, rows, failed, pending = [], [], [], []
+
+    def flush():
+        clips = torch.cat([c for c, _ in pending])
+        for b in range(0, len(clips), opts.batch_size):
+            with autocast(device, amp):
+                out = feature_model(clips[b:b + opts.batch_size].to(device))
+            feats.append(out.float().cpu().numpy().astype(opts.dtype))
+        for _, meta in pending:
+            rows.extend(meta)
+        pending.clear()
+
+    for i, clips, spans, error in loader:
+        video = first_video + i
+        if error is not None:
+            if opts.strict:
+                raise ToolError(f"{paths[i]}: {error}")
+            failed.append({"video": video, "path": paths[i], "error": error})
+            continue
+        pending.append((clips, [{"video": video, "path": paths[i], "label": labels[i], "window": w,
+                                 "start_frame": s, "end_frame": e} for w, (s, e) in enumerate(spans)]))
+        if sum(len(c) for c, _ in pending) >= opts.batch_size:
+            flush()
+    if pending:
+        flush()
+    return (np.concatenate(feats) if feats else None), rows, failed
+
+
+def save_shard(output_dir, k, feats, rows, failed):
+    npy, csv = shard_paths(output_dir, k)
+    os.makedirs(os.path.dirname(npy), exist_ok=True)
+    tmp = f"{npy}.tmp{os.getpid()}.npy"
+    np.save(tmp, feats if feats is not None else np.zeros((0,), np.float32))
+    os.replace(tmp, npy)
+    frame = pd.DataFrame(rows + [{**f, "window": -1} for f in failed],
+                         columns=["video", "path", "label", "window", "start_frame", "end_frame", "error"])
+    frame.to_csv(f"{csv}.tmp{os.getpid()}", index=False)
+    os.replace(f"{csv}.tmp{os.getpid()}", csv)
+
+
+def write_index(output_dir, num_shards):
+    """index.csv over all shards (rows in video order) and failed.csv."""
+    parts, failed = [], []
+    for k in range(num_shards):
+        npy, csv = shard_paths(output_dir, k)
+        frame = pd.read_csv(csv, keep_default_na=False)
+        bad = frame["window"] == -1
+        failed.append(frame[bad].drop(columns=["window", "start_frame", "end_frame"]))
+        ok = frame[~bad].drop(columns=["error"]).reset_index(drop=True)
+        ok["file"] = os.path.relpath(npy, output_dir)
+        ok["row"] = np.arange(len(ok))
+        parts.append(ok)
+    index = pd.concat(parts, ignore_index=True)
+    index.to_csv(os.path.join(output_dir, "index.csv"), index_label="index")
+    pd.concat(failed, ignore_index=True).to_csv(os.path.join(output_dir, "failed.csv"), index=False)
+    return index
+
+
+def load_features(output_dir, mmap=False):
+    """``(features, index DataFrame)``: all clips in index.csv order (row i of the array = index row i)."""
+    index = pd.read_csv(os.path.join(output_dir, "index.csv"), index_col="index", keep_default_na=False)
+    arrays = {f: np.load(os.path.join(output_dir, f), mmap_mode="r" if mmap else None) for f in index["file"].unique()}
+    feats = np.concatenate([arrays[f] for f in index["file"].unique()]) if arrays else np.zeros((0,))
+    return feats, index
+
+
+def check_resume(output_dir, settings):
+    """A rerun must not mix features made with different settings into one output folder."""
+    import json
+    path = os.path.join(output_dir, "settings.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        changed = [k for k in RESUME_KEYS if json.dumps(old.get(k), sort_keys=True) != json.dumps(settings.get(k), sort_keys=True)]
+        if changed:
+            raise ToolError(f"{output_dir} holds features made with other settings ({', '.join(changed)} differ); "
+                            f"use a new --output_dir or delete it")
+    elif dist.is_main_process():
+        write_json(path, settings)
+
+
+def run(argv=None):
+    args = get_parser().parse_args(argv)
+    if args.batch_size < 1 or args.shard_size < 1:
+        raise ToolError("--batch_size and --shard_size must be at least 1")
+    paths, labels = list_videos(args)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dist.init_distributed_mode(args)
+    device = torch.device(args.device)
+    _, state, ckpt_args = read_checkpoint(args.checkpoint)
+    cfg = resolve_config(ckpt_args, args)
+    feature_model, name = build_feature_model(state, cfg, args.features)
+    feature_model.to(device)
+    rate = sampling_rate_of(cfg)
+    spec = ClipSpec(int(cfg["input_size"]), cfg.get("short_side_size"))
+    amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+
+    num_shards = -(-len(paths) // args.shard_size)
+    settings = {**{k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)},
+                "checkpoint": os.path.abspath(args.checkpoint), "model": name, "sampling_rate": rate,
+                "config": dict(cfg), "videos": len(paths)}
+    os.makedirs(args.output_dir, exist_ok=True)
+    dist.barrier()
+    check_resume(args.output_dir, settings)
+    mine = [k for k in range(num_shards) if k % args.world_size == args.rank]
+    todo = [k for k in mine if not shard_done(args.output_dir, k)]
+    print(f"{name} ({args.features}, {args.windows} windows, clips of {cfg['num_frames']} frames every {rate}): "
+          f"{len(paths)} videos in {num_shards} shards, {len(mine) - len(todo)} of this process's {len(mine)} done")
+    if args.max_shards is not None:
+        todo = todo[:args.max_shards]
+    from tqdm import tqdm
+    for k in tqdm(todo, desc=f"shards (rank {args.rank})", disable=not todo):
+        lo, hi = k * args.shard_size, min(len(paths), (k + 1) * args.shard_size)
+        feats, rows, failed = extract_shard(feature_model, paths[lo:hi], labels[lo:hi], lo, args, spec,
+                                            int(cfg["num_frames"]), rate, device, amp)
+        save_shard(args.output_dir, k, feats, rows, failed)
+    dist.barrier()
+    done = all(shard_done(args.output_dir, k) for k in range(num_shards))
+    status = 0
+    if dist.is_main_process():
+        if done:
+            index = write_index(args.output_dir, num_shards)
+            bad = pd.read_csv(os.path.join(args.output_dir, "failed.csv"))
+            shape = np.load(os.path.join(args.output_dir, index["file"].iloc[0]), mmap_mode="r").shape[1:] \
+                if len(index) else ()
+            print(f"{len(index)} clips of {index['video'].nunique() if len(index) else 0} videos, feature shape "
+                  f"{tuple(shape)}: {os.path.join(args.output_dir, 'index.csv')}"
+                  + (f"; {len(bad)} unreadable videos in failed.csv" if len(bad) else ""))
+            status = 1 if len(bad) else 0
+        else:
+            left = sum(not shard_done(args.output_dir, k) for k in range(num_shards))
+            print(f"stopped with {left} of {num_shards} shards to go: rerun the same command to continue")
+            status = 3
+    dist.cleanup()
+    return status
+
+
+def main(argv=None):
+    """Exit status: 0 done, 1 some inputs failed, 2 a usage or checkpoint error (message on stderr)."""
+    return run_cli(run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Predict facial expressions (or regression targets) of videos with a fine-tuned SVFAP checkpoint.
+
+Inputs are video files, folders of frames, or folders of videos / frame folders (searched
+recursively). Each video is cut into clips of ``num_frames`` frames ``sampling_rate`` apart, seen
+exactly as the test split sees them (short side resized, centre crop, ImageNet normalisation);
+with --crop, faces are first cropped by the preprocessing's detector and tracker. Windows:
+
+  sliding  (default) clips covering the whole video, starts --window_stride frames apart (default:
+           one clip span, so consecutive clips touch); the last clip ends on the last frame
+  uniform  the test protocol: --num_segments clips evenly placed from the first frame to the last
+  centre   the validation protocol: one clip in the middle
+
+Per window: class probabilities (softmax) or the regression outputs; per video: their mean (as the
+multi-view evaluation merges views). The model and its input come from the checkpoint's ``args``
+(model, input_size, num_frames, sampling_rate, data_set, nb_classes, stage_depths, ...); flags
+override them. Class names come from the dataset registry (``data_set``) or --class_names.
+
+Examples:
+  python tools/predict.py --checkpoint out/dfew_fold1/checkpoint-best.pth clip.mp4
+  python tools/predict.py --checkpoint ckpt.pth --crop --topk 3 raw_videos/ --out_json preds.json --out_csv preds.csv
+  python tools/predict.py --checkpoint demo/checkpoint-best.pth --class_names demo/classes.txt demo/frames/test/
+  python tools/predict.py --checkpoint ckpt.pth --windows uniform --num_segments 2 --device cpu video.avi
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from datasets.video_io import VideoReadError  # noqa: E402
+from tools._common import ClipSpec, ToolError, add_model_args, build_classifier, chunk_windows, \
+    count_frames, crop_config, find_inputs, load_windows, pick_device, plan_windows, read_checkpoint, \
+    resolve_config, run_cli, sampling_rate_of, video_fps, write_json  # noqa: E402
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", help="video files, frame folders, or folders of them")
+    p.add_argument("--checkpoint", required=True, help="fine-tuned checkpoint (run_finetune.py output)")
+    p.add_argument("--class_names", default=None, help="comma-separated names, or a file with one per line")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--windows", default="sliding", choices=["sliding", "uniform", "centre"])
+    p.add_argument("--window_stride", type=int, default=None, help="frames between sliding window starts")
+    p.add_argument("--num_segments", type=int, default=2, help="clips per video with --windows uniform")
+    p.add_argument("--crop", action="store_true", help="crop faces first (preprocess/face_crop.py's tracker)")
+    p.add_argument("--crop_size", type=int, default=224, help="face crop side before the model's resize")
+    p.add_argument("--crop_margin", type=float, default=0.3)
+    p.add_argument("--batch_size", type=int, default=8, help="clips per forward pass")
+    p.add_argument("--max_frames", type=int, default=1024,
+                   help="decoded frames held at once; longer videos are processed in chunks of windows")
+    p.add_argument("--backend", default="decord", choices=["decord", "pyav"])
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--show_windows", action="store_true", help="also print every window")
+    p.add_argument("--out_json", default=None, help="write all results (windows included) as JSON")
+    p.add_argument("--out_csv", default=None, help="one row per window and one per video ('video')")
+    add_model_args(p)
+    return p
+
+
+class Predictor:
+    """A fine-tuned model with the clip settings of its checkpoint; ``predict(path)`` → result dict."""
+
+    def __init__(self, checkpoint, cli=None, class_names=None, device="cpu"):
+        _, state, ckpt_args = read_checkpoint(checkpoint)
+        self.cfg = resolve_config(ckpt_args, cli)
+        self.model, self.task, self.names = build_classifier(state, self.cfg, class_names)
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.num_frames = int(self.cfg["num_frames"])
+        self.rate = sampling_rate_of(self.cfg)
+        self.spec = ClipSpec(int(self.cfg["input_size"]), self.cfg.get("short_side_size"))
+
+    @torch.no_grad()
+    def scores(self, clips, batch_size=8):
+        """Per-clip probabilities (classification) or outputs (regression), ``(W, K)`` float64."""
+        outs = [self.model(clips[i:i + batch_size].to(self.device)).float().cpu()
+                for i in range(0, len(clips), batch_size)]
+        out = torch.cat(outs).double()
+        return (out if self.task == "regression" else out.softmax(-1)).numpy()
+
+    def predict(self, path, windows="sliding", window_stride=None, num_segments=2, crop_cfg=None,
+                batch_size=8, max_frames=1024, backend="decord", topk=3):
+        n = count_frames(path, backend)
+        plan = plan_windows(n, self.num_frames, self.rate, windows, window_stride, num_segments)
+        fps = video_fps(path)
+        per_window, faces = [], []
+        for chunk in chunk_windows(plan, max_frames):
+            batch = load_windows(path, chunk, self.spec, backend, crop_cfg)
+            per_window.append(self.scores(batch.clips, batch_size))
+            if batch.face is not None:
+                faces.append(batch.face)
+        scores = np.concatenate(per_window)
+        result = {"video": path, "num_frames": n, "fps": fps,
+                  **self._describe(scores.mean(0), topk),
+                  "windows": [{"start_frame": int(w[0]), "end_frame": int(w[-1]), "frames": w.tolist(),
+                               **_seconds(w, fps), **self._describe(s, topk)} for w, s in zip(plan, scores)]}
+        if faces:
+            result["face_crop"] = {"frames": sum(f["frames"] for f in faces),
+                                   "detections": sum(f["detections"] for f in faces)}
+        return result
+
+    def _describe(self, score, topk):
+        values = {name: float(v) for name, v in zip(self.names, score)}
+        if self.task == "regression":
+            return {"outputs": values}
+        order = np.argsort(-score, kind="stable")[:topk]
+        return {"probs": values, "top": [[self.names[i], float(score[i])] for i in order]}
+
+
+def _seconds(window, fps):
+    if not fps:
+        return {}
+    return {"start_s": round(int(window[0]) / fps, 3), "end_s": round((int(window[-1]) + 1) / fps, 3)}
+
+
+def results_frame(results, names, task):
+    """One row per window and one per video (window = 'video'), for CSV."""
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append({"video": r["video"], "window": "error", "error": r["error"]})
+            continue
+        entries = [(str(i), w) for i, w in enumerate(r["windows"])]
+        entries.append(("video", {**r, "start_frame": 0, "end_frame": r["num_frames"] - 1}))
+        for label, e in entries:
+            row = {"video": r["video"], "window": label, "start_frame": e["start_frame"], "end_frame": e["end_frame"],
+                   "start_s": e.get("start_s"), "end_s": e.get("end_s")}
+            if task == "regression":
+                row.update(e["outputs"])
+            else:
+                row.update(top1=e["top"][0][0], top1_prob=e["top"][0][1], **{f"prob_{n}": e["probs"][n] for n in names})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_table(results, task, show_windows=False):
+    rows = []
+    for r in results:
+        name = os.path.basename(os.path.normpath(r["video"]))
+        if "error" in r:
+            rows.append({"video": name, "windows": "-", "prediction": f"ERROR: {r['error']}"})
+            continue
+        items = [("video", r)] + ([(f"  [{w['start_frame']}-{w['end_frame']}]", w) for w in r["windows"]]
+                                  if show_windows else [])
+        for label, e in items:
+            if task == "regression":
+                text = "  ".join(f"{k} {v:+.3f}" for k, v in e["outputs"].items())
+            else:
+                text = "  ".join(f"{c} {p:.3f}" for c, p in e["top"])
+            rows.append({"video": name if label == "video" else label,
+                         "windows": len(r["windows"]) if label == "video" else "", "prediction": text})
+    header = "outputs" if task == "regression" else "top classes (probability)"
+    return pd.DataFrame(rows).rename(columns={"prediction": header}).to_string(index=False, justify="left")
+
+
+def run(argv=None):
+    args = get_parser().parse_args(argv)
+    if args.topk < 1 or args.batch_size < 1:
+        raise ToolError("--topk and --batch_size must be at least 1")
+    videos = find_inputs(args.inputs)
+    device = pick_device(args.device)
+    predictor = Predictor(args.checkpoint, args, args.class_names, device)
+    crop_cfg = crop_config(args.crop_size, args.crop_margin) if args.crop else None
+    print(f"{predictor.cfg.get('model')}: {len(predictor.names)} {'targets' if predictor.task == 'regression' else 'classes'}, "
+          f"clips of {predictor.num_frames} frames every {predictor.rate} at {predictor.spec.input_size}px; "
+          f"{len(videos)} video(s) on {device}", file=sys.stderr)
+    results = []
+    for path in videos:
+        try:
+            results.append(predictor.predict(path, args.windows, args.window_stride, args.num_segments, crop_cfg,
+                                             args.batch_size, args.max_frames, args.backend, args.topk))
+        except (VideoReadError, ToolError, ValueError) as e:  # one bad video must not stop a folder
+            results.append({"video": path, "error": str(e)})
+    print(format_table(results, predictor.task, args.show_windows))
+    if args.out_json:
+        write_json(args.out_json, {"checkpoint": args.checkpoint, "task": predictor.task, "names": predictor.names,
+                                   "config": {k: v for k, v in predictor.cfg.items()},
+                                   "sampling_rate": predictor.rate, "windows": args.windows, "videos": results})
+    if args.out_csv:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out_csv)), exist_ok=True)
+        results_frame(results, predictor.names, predictor.task).to_csv(args.out_csv, index=False)
+    failed = [r for r in results if "error" in r]
+    if failed:
+        print(f"{len(failed)} of {len(results)} videos failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv=None):
+    """Exit status: 0 done, 1 some inputs failed, 2 a usage or checkpoint error (message on stderr)."""
+    return run_cli(run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
