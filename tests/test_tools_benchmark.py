@@ -1,0 +1,96 @@
+"""tools/benchmark.py end to end in --quick mode (tiny models): the table, ratios, targets and
+markdown come out with every row and numeric fields. No timing is asserted."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+STEP_ROWS = ["train svfap_base", "train svfap_small", "train videomae_base",
+             "infer svfap_base", "infer svfap_small", "infer videomae_base",
+             "pretrain svfap_base", "pretrain videomae_base"]
+MEMORY_ROWS = [f"memory {s} {m}{c}" for s, models in (("train", ["svfap_base", "svfap_small", "videomae_base"]),
+                                                      ("pretrain", ["svfap_base", "videomae_base"]))
+               for m in models for c in ("", " ckpt")]
+LOADER_ROWS = ["loader 1 worker", "loader 2 workers"]
+NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    md = tmp_path_factory.mktemp("bench") / "BENCHMARKS.md"
+    # One thread: on a busy shared CPU, two OpenMP threads make the tiny steps wait for each other.
+    proc = subprocess.run([sys.executable, "tools/benchmark.py", "--quick", "--threads", "1", "--workers", "1", "2",
+                           "--markdown", str(md)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout, md.read_text()
+
+
+def table_rows(stdout):
+    """Table lines by row name (the name is the text before the first run of 2+ spaces)."""
+    lines = stdout.split("\n\n")
+    table = next(block for block in lines if block.lstrip().startswith("row "))
+    rows = {}
+    for line in table.splitlines()[2:]:
+        name, *fields = re.split(r"\s{2,}", line.strip())
+        rows[name] = fields
+    return rows
+
+
+def test_text_table_has_every_row_with_numbers(quick_run):
+    stdout, _ = quick_run
+    rows = table_rows(stdout)
+    matmul = [name for name in rows if name.startswith("matmul")]
+    assert len(matmul) == 1 and matmul[0].endswith("fp32")
+    assert set(rows) == set(matmul + STEP_ROWS + MEMORY_ROWS + LOADER_ROWS)
+    for name in STEP_ROWS + MEMORY_ROWS:
+        batch, reps, ms, clips, gflops, peak, mem = rows[name][:7]
+        for value in (batch, reps, ms, clips, gflops, peak, mem):
+            assert NUMBER.match(value), (name, rows[name])
+        assert float(ms) > 0 and float(clips) > 0
+    for name in STEP_ROWS:  # every step row is compared with the videomae_base row of its kind
+        assert NUMBER.match(rows[name][7]) and "videomae_base" in rows[name][8]
+    for name in MEMORY_ROWS:
+        if name.endswith("ckpt"):
+            assert NUMBER.match(rows[name][7]) and rows[name][8] == "memory vs no ckpt"
+    for name in LOADER_ROWS:
+        assert NUMBER.match(rows[name][3]) and float(rows[name][3]) > 0  # clips/s
+        assert NUMBER.match(rows[name][7])  # against the svfap_base training step
+
+
+def test_ratio_and_target_lines(quick_run):
+    stdout, _ = quick_run
+    assert re.search(r"svfap_base train step is \d+\.\d\dx (faster than|as fast as) videomae_base", stdout)
+    assert re.search(r"svfap_base pre-training step is \d+\.\d\dx", stdout)
+    assert re.search(r"activation checkpointing cuts the peak memory of train svfap_base at batch 2 by -?\d+%", stdout)
+    assert "loader 2 workers: " in stdout
+    verdicts = re.findall(r"^(PASS|FAIL|n/a): (.*)$", stdout, flags=re.M)
+    assert len(verdicts) == 4, verdicts
+    assert any("1.7x faster" in text for _, text in verdicts)
+    assert any("of the fp32 matmul peak" in text for _, text in verdicts)
+
+
+def test_markdown_matches_the_table(quick_run):
+    stdout, md = quick_run
+    assert "python tools/benchmark.py --quick --threads 1" in md
+    assert "- machine: " in md and "torch " in md and "- date: " in md
+    header = next(line for line in md.splitlines() if line.startswith("| row |"))
+    assert header.count("|") == 11
+    md_rows = {line.split("|")[1].strip(): line for line in md.splitlines()
+               if line.startswith("| ") and not line.startswith("| row |")}
+    assert set(md_rows) == set(table_rows(stdout))
+    assert "## Ratios" in md and "## Targets" in md
+
+
+def test_only_filters_rows_and_rejects_unknown_names():
+    sys.path.insert(0, str(REPO))
+    from tools import benchmark
+
+    args = benchmark.parse_args(["--only", "memory", "svfap_small"])
+    names = [r.name for r in benchmark.plan(args)]
+    assert "memory train svfap_base ckpt" in names and "train svfap_small" in names
+    assert "train svfap_base" not in names and "infer videomae_base" not in names
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--only", "nonsense"])
