@@ -167,6 +167,22 @@ def test_megamind_with_face_crop_and_registry_names(opencv_data, tmp_path, capsy
     assert "[241-269]" in screen and v["top"][0][0] in screen
 
 
+def test_regression_outputs_with_target_names(demo, tmp_path, capsys):
+    model = timm.create_model("svfap_tiny_patch16_160", num_classes=3, **ARCH)
+    ckpt = tmp_path / "werewolf.pth"
+    save_checkpoint(str(ckpt), model, args={**ARGS, "data_set": "WEREWOLF-XL", "nb_classes": 3})
+    out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
+    video = read_annotations(str(demo / "test.csv"))[0].path
+    assert predict.main(["--checkpoint", str(ckpt), video, "--out_json", str(out_json), "--out_csv", str(out_csv)]) == 0
+    result = json.loads(out_json.read_text())
+    v = result["videos"][0]
+    assert result["task"] == "regression" and list(v["outputs"]) == ["arousal", "valence", "dominance"]
+    np.testing.assert_allclose(list(v["outputs"].values()),
+                               np.mean([list(w["outputs"].values()) for w in v["windows"]], axis=0), rtol=1e-9)
+    assert {"arousal", "valence", "dominance"} <= set(pd.read_csv(out_csv).columns)
+    assert "valence" in capsys.readouterr().out
+
+
 def test_clear_errors(demo, checkpoint, tmp_path, capsys):
     video = read_annotations(str(demo / "test.csv"))[0].path
     assert predict.main(["--checkpoint", str(checkpoint), str(tmp_path / "missing.mp4")]) == 2

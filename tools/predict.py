@@ -156,7 +156,9 @@ def format_table(results, task, show_windows=False):
             rows.append({"video": name if label == "video" else label,
                          "windows": len(r["windows"]) if label == "video" else "", "prediction": text})
     header = "outputs" if task == "regression" else "top classes (probability)"
-    return pd.DataFrame(rows).rename(columns={"prediction": header}).to_string(index=False, justify="left")
+    frame = pd.DataFrame(rows).rename(columns={"prediction": header})
+    width = max(len(str(v)) for v in frame["video"])
+    return frame.to_string(index=False, justify="left", formatters={"video": lambda v: f"{v:<{width}}"})
 
 
 def run(argv=None):
