@@ -21,7 +21,7 @@ import torch  # noqa: E402
 import models  # noqa: E402,F401  (registers the models with timm)
 from datasets import transforms as T  # noqa: E402
 from datasets.sampling import clip_span, short_video_indices, uniform_windows, window_at  # noqa: E402
-from datasets.video_io import FRAME_EXTS, list_frame_files, natural_key, open_source, read_clips  # noqa: E402
+from datasets.video_io import FRAME_EXTS, natural_key, open_source, read_clips  # noqa: E402
 from models.checkpoint import CheckpointMismatchError, checkpoint_args, extract_state_dict, \
     load_checkpoint_file  # noqa: E402
 

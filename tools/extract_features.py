@@ -31,7 +31,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 

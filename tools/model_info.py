@@ -30,6 +30,7 @@ from collections import OrderedDict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
@@ -59,7 +60,7 @@ def _inputs(model, num_frames, size, mask_ratio, device):
         return (x,)
     t, h, w = model.encoder.grid_size
     # The mask stays on the CPU: the model reads its token count, which a meta tensor does not have.
-    mask = torch.from_numpy(TubeMaskGenerator((t, h, w), mask_ratio)(__import__("numpy").random.default_rng(0)))
+    mask = torch.from_numpy(TubeMaskGenerator((t, h, w), mask_ratio)(np.random.default_rng(0)))
     return x, mask[None]
 
 
