@@ -53,6 +53,8 @@ def get_args_parser():
     p.add_argument("--recount", default=1, type=int)
     p.add_argument("--num_sample", default=1, type=int, help="repeated augmentation: clips per video per step")
     p.add_argument("--short_side_size", default=None, type=int)
+    p.add_argument("--train_crop_scale", default=[0.08, 1.0], type=float, nargs=2,
+                   help="area range of the random resized crop")
     p.add_argument("--mixup", default=0.8, type=float)
     p.add_argument("--cutmix", default=1.0, type=float)
     p.add_argument("--cutmix_minmax", default=None, type=float, nargs="+")

@@ -74,4 +74,5 @@ def build_dataset(split: str, args) -> VideoClsDataset:
         remode=getattr(args, "remode", "pixel"),
         recount=getattr(args, "recount", 1),
         num_sample=getattr(args, "num_sample", 1),
+        crop_scale=getattr(args, "train_crop_scale", None) or (0.08, 1.0),
     )

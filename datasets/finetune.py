@@ -36,7 +36,7 @@ class VideoClsDataset(Dataset):
                  input_size=160, short_side_size=None, test_num_segment=2, test_num_crop=1,
                  aa="rand-m7-n4-mstd0.5-inc1", reprob=0.25, remode="pixel", recount=1,
                  num_sample=1, backend="decord", strict=False,
-                 max_bad_fraction=DEFAULT_MAX_BAD_FRACTION, flip=True):
+                 max_bad_fraction=DEFAULT_MAX_BAD_FRACTION, flip=True, crop_scale=(0.08, 1.0)):
         mode = {"val": "validation"}.get(mode, mode)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -51,6 +51,7 @@ class VideoClsDataset(Dataset):
             raise ValueError("short_side_size must be at least input_size")
         self.test_num_segment, self.test_num_crop = test_num_segment, test_num_crop
         self.num_sample, self.backend, self.flip = num_sample, backend, flip
+        self.crop_scale = tuple(crop_scale)
         self.rand_augment = T.ClipRandAugment(aa, input_size) if aa else None
         self.erase = T.ClipRandomErasing(reprob, remode, recount) if reprob > 0 else None
         self.guard = SampleGuard(self.samples, strict, max_bad_fraction)
@@ -70,7 +71,7 @@ class VideoClsDataset(Dataset):
 
     # -- train ---------------------------------------------------------------
     def _augment(self, clip: torch.Tensor) -> torch.Tensor:
-        clip = T.random_resized_crop(clip, self.input_size)
+        clip = T.random_resized_crop(clip, self.input_size, scale=self.crop_scale)
         if self.rand_augment is not None:
             clip = self.rand_augment(clip)
         if self.flip and random.random() < 0.5:

@@ -81,6 +81,11 @@ def evaluate_records(records, dataset, info, names, args):
     """Merged per-video frame (pred.csv rows) and the task's metrics."""
     task = "regression" if info.task == "regression" else "classification"
     videos, scores, targets = merge_views(records, task)
+    if len(videos) < len(dataset.samples):
+        # Unreadable videos were replaced by the loader (with a warning); their views collapse
+        # onto the replacement's and drop out here, so the metrics cover the readable ones only.
+        print(f"WARNING: {len(dataset.samples) - len(videos)} of {len(dataset.samples)} videos could not be read "
+              f"and are not in the metrics")
     ids = [dataset.samples[v].path_for_report if hasattr(dataset.samples[v], "path_for_report")
            else str(dataset.samples[v].path) for v in videos]
     if args.data_root:
