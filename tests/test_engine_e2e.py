@@ -122,7 +122,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint(demo, pretrained, tmp_
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         assert time.time() < deadline, "no checkpoint written"
         time.sleep(0.2)
-    time.sleep(1.0)  # into the next epoch
+    time.sleep(0.3)  # into the next epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # a checkpoint cut short on disk (newer than the real ones) must never be picked up
