@@ -18,7 +18,7 @@ from datasets.registry import get_dataset_info
 from engine import distributed as dist
 from engine.checkpoint import resume, save_checkpoint
 from engine.common import add_common_args, amp_dtype, bool_arg, build_loader, grad_scaler, prepare_output, \
-    seed_everything
+    seed_everything, wrap_model
 from engine.finetune import evaluate_records, predict, train_one_epoch
 from engine.logger import TensorboardLogger, append_log
 from engine.optim import Schedules, build_optimizer, effective_batch_size, scale_lr
@@ -169,12 +169,7 @@ def main(args):
     print(f"{len(train_set)} train / {len(val_set)} val clips, {steps_per_epoch} steps/epoch, effective batch "
           f"{effective_batch_size(args)}, lr {args.lr:.3e} (base {args.base_lr:.1e} x {factor:.3f})")
 
-    model_ddp = model
-    if args.distributed:
-        model_ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[args.gpu] if device.type == "cuda" else None)
-    if args.compile:
-        model_ddp = torch.compile(model_ddp)  # checkpoints are still written from the plain module
+    model_ddp = wrap_model(model, args, device)
     optimizer = build_optimizer(args, model)
     scaler = grad_scaler(device, amp)
     schedules = Schedules(args, optimizer, steps_per_epoch)

@@ -14,7 +14,7 @@ from datasets import build_pretraining_dataset
 from engine import distributed as dist
 from engine.checkpoint import resume, save_checkpoint
 from engine.common import add_common_args, amp_dtype, bool_arg, build_loader, grad_scaler, prepare_output, \
-    seed_everything
+    seed_everything, wrap_model
 from engine.logger import TensorboardLogger, append_log
 from engine.optim import Schedules, build_optimizer, effective_batch_size, scale_lr
 from engine.pretrain import train_one_epoch
@@ -67,12 +67,7 @@ def main(args):
     print(f"{len(dataset)} clips, {steps_per_epoch} steps/epoch, effective batch {effective_batch_size(args)}, "
           f"lr {args.lr:.3e} (base {args.base_lr:.1e} x {factor:.3f})")
 
-    model_ddp = model
-    if args.distributed:
-        model_ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[args.gpu] if device.type == "cuda" else None)
-    if args.compile:
-        model_ddp = torch.compile(model_ddp)  # checkpoints are still written from the plain module
+    model_ddp = wrap_model(model, args, device)
     optimizer = build_optimizer(args, model)
     scaler = grad_scaler(device, amp)
     schedules = Schedules(args, optimizer, steps_per_epoch)

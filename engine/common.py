@@ -106,6 +106,20 @@ def grad_scaler(device, dtype):
     return torch.amp.GradScaler(torch.device(device).type, enabled=enabled) if enabled else None
 
 
+def wrap_model(model, args, device):
+    """The module the training loop calls: DDP when distributed, then ``torch.compile`` if asked.
+
+    Checkpoints and evaluation keep using the plain ``model``.
+    """
+    wrapped = model
+    if args.distributed:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[args.gpu] if torch.device(device).type == "cuda" else None)
+    if args.compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
 def build_loader(dataset, args, train, collate_fn=None):
     from .distributed import get_rank, get_world_size, is_dist
 
