@@ -54,7 +54,11 @@ def test_text_table_has_every_row_with_numbers(quick_run):
         assert NUMBER.match(rows[name][7]) and "videomae_base" in rows[name][8]
     for name in MEMORY_ROWS:
         if name.endswith("ckpt"):
-            assert NUMBER.match(rows[name][7]) and rows[name][8] == "memory vs no ckpt"
+            # tiny --quick models can stay inside memory the process already had: no growth, no ratio
+            if float(rows[name[: -len(" ckpt")]][6]) > 0:
+                assert NUMBER.match(rows[name][7]) and rows[name][8] == "memory vs no ckpt"
+            else:
+                assert rows[name][7] == "-"
     for name in LOADER_ROWS:
         assert NUMBER.match(rows[name][3]) and float(rows[name][3]) > 0  # clips/s
         assert NUMBER.match(rows[name][7])  # against the svfap_base training step
@@ -64,7 +68,9 @@ def test_ratio_and_target_lines(quick_run):
     stdout, _ = quick_run
     assert re.search(r"svfap_base train step is \d+\.\d\dx (faster than|as fast as) videomae_base", stdout)
     assert re.search(r"svfap_base pre-training step is \d+\.\d\dx", stdout)
-    assert re.search(r"activation checkpointing cuts the peak memory of train svfap_base at batch 2 by -?\d+%", stdout)
+    if float(table_rows(stdout)["memory train svfap_base"][6]) > 0:  # see the memory rows above
+        assert re.search(r"activation checkpointing cuts the peak memory of train svfap_base at batch 2 by -?\d+%",
+                         stdout)
     assert "loader 2 workers: " in stdout
     verdicts = re.findall(r"^(PASS|FAIL|n/a): (.*)$", stdout, flags=re.M)
     assert len(verdicts) == 4, verdicts
