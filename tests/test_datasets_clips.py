@@ -195,3 +195,34 @@ def test_test_crops_differ_on_non_square_frames(grey80, tmp_path):
     one = VideoClsDataset(csv, mode="test", input_size=48, num_frames=4, sampling_rate=1,
                           test_num_segment=1, test_num_crop=1)
     torch.testing.assert_close(one[0][0], crops[1])
+
+
+@pytest.mark.parametrize("name,arg", [("Rotate", 17.0), ("ShearX", 0.2), ("ShearY", -0.25),
+                                      ("TranslateXRel", 0.3), ("TranslateYRel", -0.2)])
+def test_batched_geometric_ops_match_timm(name, arg):
+    """The clip-wide OpenCV warp computes timm's PIL op (same map, bilinear) on every frame."""
+    from PIL import Image
+    from timm.data import auto_augment as A
+
+    from datasets.transforms import _affine_coefficients, warp_frames
+    fn = {"Rotate": A.rotate, "ShearX": A.shear_x, "ShearY": A.shear_y,
+          "TranslateXRel": A.translate_x_rel, "TranslateYRel": A.translate_y_rel}[name]
+    rng = np.random.default_rng(0)
+    frames = np.stack([np.asarray(Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+                                  .resize((96, 80), Image.BILINEAR)) for _ in range(3)])
+    fill = (128, 128, 128)
+    ours = warp_frames(frames, _affine_coefficients(name, (arg,), 80, 96), fill).astype(int)
+    ref = np.stack([np.asarray(fn(Image.fromarray(f), arg, fillcolor=fill, resample=Image.BILINEAR))
+                    for f in frames]).astype(int)
+    diff = np.abs(ours - ref)
+    assert diff.mean() < 1.0 and np.quantile(diff, 0.98) <= 3  # rounding; PIL's hard image edge
+
+
+@pytest.mark.parametrize("factor", [0.1, 1.8])
+def test_batched_sharpness_matches_pil(factor):
+    from PIL import Image, ImageEnhance
+
+    from datasets.transforms import sharpen_frames
+    frames = np.random.default_rng(1).integers(0, 256, (3, 40, 50, 3), dtype=np.uint8)
+    ref = np.stack([np.asarray(ImageEnhance.Sharpness(Image.fromarray(f)).enhance(factor)) for f in frames])
+    assert np.abs(sharpen_frames(frames, factor).astype(int) - ref).max() <= 1
