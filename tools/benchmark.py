@@ -524,10 +524,15 @@ def machine(args):
 
 
 def command_line(argv):
-    """The command as typed, with paths inside the working directory made relative."""
+    """The command as typed, with paths inside the working directory made relative and other
+    absolute paths (a scratch output folder) cut to their file name: no machine's paths."""
     cwd = os.getcwd()
-    words = [os.path.relpath(a, cwd) if os.path.isabs(a) and a.startswith(cwd + os.sep) else a for a in argv]
-    return shlex.join(["python", "tools/benchmark.py", *words])
+
+    def clean(word):
+        if not os.path.isabs(word):
+            return word
+        return os.path.relpath(word, cwd) if word.startswith(cwd + os.sep) else os.path.basename(word)
+    return shlex.join(["python", "tools/benchmark.py", *map(clean, argv)])
 
 
 def write_markdown(path, peak, rows, lines, checks, info):
@@ -574,7 +579,7 @@ NOTES = """\
   the step rows (the loader rows measure decoding and augmentation).
 - CUDA (`--device cuda`, bf16 autocast by default, batch 32) restricts attention to the flash /
   efficient / cuDNN SDPA kernels, so a fall-back to the math kernel fails instead of passing
-  silently. The CUDA path was written without a GPU at hand and has not been run yet."""
+  silently. `--compile` rows include no compile time (it falls in the warm-up steps)."""
 
 
 def parse_args(argv=None):
