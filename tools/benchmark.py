@@ -367,30 +367,69 @@ def log(msg):
     print(f"[{time.perf_counter() - _START:6.1f} s] {msg}", flush=True)
 
 
+def interleaved_seconds(rows, args):
+    """Median seconds per step of each row, the rows' steps taken in turn (A B C A B C ...):
+    a machine whose speed drifts (shared or throttled) slows every row alike, so the ratios
+    hold even when the absolute numbers move. Also each row's peak memory (meaningful on CUDA
+    only, where it is the growth of allocated memory over the row's build and warm-up)."""
+    steps, mems = {}, {}
+    for row in rows:
+        try:
+            start = memory_start(args)  # on CUDA: this row's model, state and warm-up steps
+            model = build_model(row.model, row.step == "pretrain", args, row.ckpt)
+            steps[row.name] = make_step(row.step, model, row.batch, args)
+            for _ in range(max(args.warmup, 1)):
+                steps[row.name]()
+            sync(args)
+            mems[row.name] = memory_peak_mb(start, args)
+        except Exception as e:  # e.g. out of memory at a large batch: report it, keep going
+            log(f"{row.name}: failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            row.vs = "failed"
+    times = {name: [] for name in steps}
+    for _ in range(args.repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            sync(args)
+            times[name].append(time.perf_counter() - start)
+    steps.clear()
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return {name: statistics.median(t) for name, t in times.items()}, mems
+
+
 def run(args):
     cuda = args.device.startswith("cuda")
     rows = plan(args)
-    peak = measure_peak(args)
+    peaks = [measure_peak(args)]
     fresh = None if cuda else FreshProcesses()
-    flop_cache = {}
     for row in rows:
         key = (row.step, row.model)
-        if key not in flop_cache:
-            flop_cache[key] = step_flops(row.step, build_model(row.model, row.step == "pretrain", args), args)
-        row.flops = flop_cache[key] * row.batch
+        if key not in _FLOPS:
+            _FLOPS[key] = step_flops(row.step, build_model(row.model, row.step == "pretrain", args), args)
+        row.flops = _FLOPS[key] * row.batch
+    for group in ("train", "infer", "pretrain"):
+        timed = [r for r in rows if r.group == group]
+        if not timed:
+            continue
+        seconds, mems = interleaved_seconds(timed, args)
+        for row in timed:
+            if row.name not in seconds:
+                continue
+            row.reps, row.seconds = args.repeats, seconds[row.name]
+            try:
+                row.mem_mb = mems[row.name] if cuda else fresh.measure(row, args)[1]
+            except Exception as e:
+                log(f"{row.name}: memory failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            log(f"{row.name:<28} batch {row.batch:>3}  {row.seconds * 1e3:10.1f} ms  "
+                f"mem {row.mem_mb or float('nan'):8.0f} MB")
+        peaks.append(measure_peak(args))  # the machine's best moment is its practical limit
+    for row in (r for r in rows if r.group == "memory"):
+        # One step: the rows are there for memory; their time shows the checkpointing cost.
+        row.reps = 1
         try:
-            if row.group == "memory":
-                # One step: the rows are there for memory; their time shows the checkpointing cost.
-                row.reps = 1
-                if cuda:
-                    row.seconds, row.mem_mb = measure_step(row, args, 1, 1)
-                else:
-                    row.seconds, row.mem_mb = fresh.measure(row, args)
-            else:
-                row.reps = args.repeats
-                row.seconds, mem = measure_step(row, args, args.warmup, args.repeats)
-                row.mem_mb = mem if cuda else fresh.measure(row, args)[1]
-        except Exception as e:  # e.g. out of memory at a large batch: report it, keep going
+            row.seconds, row.mem_mb = measure_step(row, args, 1, 1) if cuda else fresh.measure(row, args)
+        except Exception as e:
             log(f"{row.name}: failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             row.vs = "failed"
             continue
@@ -402,11 +441,12 @@ def run(args):
         rows += loader_rows(args, args.workers)
         for r in rows[-len(args.workers):]:
             log(f"{r.name:<28} {r.clips_per_s:.1f} clips/s")
-    # Measured again at the end, the faster one kept: a busy machine slows the matmul as well.
-    again = measure_peak(args)
-    peak = again if again.seconds < peak.seconds else peak
+    peaks.append(measure_peak(args))
     add_ratios(rows)
-    return peak, rows
+    return min(peaks, key=lambda p: p.seconds), rows
+
+
+_FLOPS = {}
 
 
 def measure_peak(args):
@@ -567,11 +607,13 @@ def write_markdown(path, peak, rows, lines, checks, info):
 
 
 NOTES = """\
-- ms/step: median over `reps` steps after warm-up, in one process; `memory` rows are a single
-  step each (their time shows the recompute cost of checkpointing, with more noise).
+- ms/step: median over `reps` steps after warm-up, in one process, the rows of a group (train,
+  infer, pretrain) stepped in turn so that a drifting machine slows them alike; `memory` rows
+  are a single step each (their time shows the recompute cost of checkpointing, with more noise).
 - GFLOP/s: forward FLOPs from torch's flop counter (2 x MACs) x 3 for a training step (x 1 for
   inference), over the median step time; `% peak` divides by the `matmul` row, a large square
-  matmul of the same device and dtype measured in the same run.
+  matmul of the same device and dtype measured in the same run (before and after each group and
+  at the end; the fastest is kept).
 - peak MB: weights + gradients + optimizer state + activations. CPU: growth of the peak RSS of a
   fresh forked process running that row's step once (optimizer state allocated before it); CUDA:
   `torch.cuda.max_memory_allocated` over the memory allocated before the model was built.
