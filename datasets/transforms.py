@@ -21,6 +21,10 @@ from timm.data.auto_augment import rand_augment_transform
 from timm.data.random_erasing import RandomErasing
 from torchvision.transforms import RandomResizedCrop
 
+# Augmentation runs in DataLoader workers, which are the parallelism: OpenCV's own thread pool
+# would oversubscribe the cores, and its threads make forking the process unsafe.
+cv2.setNumThreads(1)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)

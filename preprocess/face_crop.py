@@ -247,7 +247,9 @@ def crop_videos(jobs: Sequence[tuple[str, str]], cfg: CropConfig | None = None, 
     results: list[dict] = [None] * len(tasks)  # type: ignore
     if workers > 1 and len(tasks) > 1:
         import multiprocessing as mp
-        with mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(
+        # Spawned, not forked: a fork copies locks held by the caller's threads (decoder, OpenMP,
+        # OpenCV), and a worker that needs one waits forever.
+        with mp.get_context("spawn").Pool(
                 workers, initializer=_worker_init) as pool:
             it = pool.imap(_job, tasks, chunksize=1)
             for i, r in enumerate(tqdm(it, total=len(tasks), desc="face crop", unit="video")):

@@ -54,12 +54,14 @@ def decodable(path: str) -> tuple[str, str | None]:
 
 
 def check(root: Path, clips: list[str], workers: int) -> dict[str, str]:
-    from multiprocessing import Pool
+    import multiprocessing as mp
 
     from tqdm import tqdm
     paths = [str(root / c) for c in clips]
     bad = {}
-    with Pool(workers) as pool:
+    # Spawned, not forked: a fork copies locks held by the caller's threads (decoder, OpenMP),
+    # and a worker that needs one waits forever (seen in the test suite).
+    with mp.get_context("spawn").Pool(workers) as pool:
         for path, err in tqdm(pool.imap_unordered(decodable, paths, chunksize=64), total=len(paths),
                               desc="decode check", unit="clip"):
             if err:
