@@ -167,6 +167,9 @@ def sharpen_frames(frames: np.ndarray, factor: float) -> np.ndarray:
     return out
 
 
+_TINY = Image.new("RGB", (1, 1))  # what the recording draw is given: no pixels are touched
+
+
 def _record_args(op, image):
     """Runs timm's draw of `op` (probability, magnitude noise, random sign) without applying it:
     its level arguments, or None when the op is skipped."""
@@ -221,9 +224,6 @@ class ClipRandAugment:
                 frames = np.stack([np.asarray(op.aug_fn(Image.fromarray(np.ascontiguousarray(f)), *args,
                                                         **op.kwargs)) for f in frames])
         return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-
-
-_TINY = Image.new("RGB", (1, 1))
 
 
 class ClipRandomErasing:

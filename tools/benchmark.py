@@ -403,11 +403,12 @@ def run(args):
     rows = plan(args)
     peaks = [measure_peak(args)]
     fresh = None if cuda else FreshProcesses()
+    flops = {}
     for row in rows:
         key = (row.step, row.model)
-        if key not in _FLOPS:
-            _FLOPS[key] = step_flops(row.step, build_model(row.model, row.step == "pretrain", args), args)
-        row.flops = _FLOPS[key] * row.batch
+        if key not in flops:
+            flops[key] = step_flops(row.step, build_model(row.model, row.step == "pretrain", args), args)
+        row.flops = flops[key] * row.batch
     for group in ("train", "infer", "pretrain"):
         timed = [r for r in rows if r.group == group]
         if not timed:
@@ -444,9 +445,6 @@ def run(args):
     peaks.append(measure_peak(args))
     add_ratios(rows)
     return min(peaks, key=lambda p: p.seconds), rows
-
-
-_FLOPS = {}
 
 
 def measure_peak(args):
