@@ -2,14 +2,14 @@
 
     python -m datasets.demo --out DIR [--seed 0] [--num_classes 6] [--size 64]
 
-Each clip shows a drawn face (head, eyes, brows, mouth). Every facial part has
-an activation in [0, 1]; the class says which part moves and in which
-direction (mouth opening / closing, brows raising / lowering, eyes closing /
-opening; 7 and 8 classes add head nodding and talking). The other parts hold
-a random value. Moving parts sweep about the same range that still parts are
-drawn from, so a single frame hardly tells the class: the direction over
-time does. Nuisances: face position, size, drift, skin / background / feature
-colours, pixel noise.
+Each clip shows a drawn face (head, eyes, brows, mouth) and one expression
+unfolding: every facial part has an activation in [0, 1], and the class says
+which part changes and in which direction over the clip (onset or offset:
+mouth opening / closing, smile appearing / fading, head lowering / raising;
+7 and 8 classes add brows raising / lowering). The moving part sweeps the range
+that the still parts are drawn from, so a single frame hardly tells the class:
+the direction over time does. Nuisances: face position, size, drift, skin /
+background / feature colours, pixel noise.
 
 Writes DIR/{train,val,test}.csv (`<path> <label>`, paths relative to DIR; a
 quarter of the samples are frame folders, the rest mp4), DIR/pretrain.csv
@@ -25,13 +25,15 @@ import cv2
 import numpy as np
 from PIL import Image
 
-CLASSES = ["talking", "brow_flashes", "blinking", "nodding", "head_shaking", "smiling",
-           "mouth_opening", "mouth_closing"]
-# Which activation each class moves, and how: 0 oscillate, +1 rise, -1 fall. The six default
-# classes oscillate: a tiny video transformer picks that up within minutes on a CPU, where a
-# slow one-way change (the last two classes) takes it far longer to learn.
-MOTION = {0: ("mouth", 0), 1: ("brows", 0), 2: ("eyes", 0), 3: ("nod", 0), 4: ("shake", 0), 5: ("smile", 0),
-          6: ("mouth", 1), 7: ("mouth", -1)}
+CLASSES = ["mouth_opening", "mouth_closing", "smiling", "smile_fading", "head_lowering", "head_raising",
+           "brows_raising", "brows_lowering"]
+# Which activation each class moves, and which way (+1 rise, -1 fall). One-way changes rather
+# than oscillations: a transformer starts almost linear, and a consistent change over the clip
+# is visible to its linear part (tubelet embedding and temporal convolutions), so a tiny TPSBT
+# learns these within minutes on a CPU, where oscillating parts (whose frame differences cancel
+# in the mean) kept it at chance for as long.
+MOTION = {0: ("mouth", 1), 1: ("mouth", -1), 2: ("smile", 1), 3: ("smile", -1), 4: ("nod", 1), 5: ("nod", -1),
+          6: ("brows", 1), 7: ("brows", -1)}
 PARTS = ("mouth", "brows", "eyes", "nod", "shake", "smile")
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
@@ -40,15 +42,11 @@ def activations(label: int, frames: int, rng: np.random.Generator) -> dict[str, 
     t = np.linspace(0.0, 1.0, frames)
     acts = {p: np.full(frames, rng.uniform(0.05, 0.95)) for p in PARTS}
     part, direction = MOTION[label]
-    if direction:
-        lo, hi = rng.uniform(0.0, 0.25), rng.uniform(0.75, 1.0)
-        t0, t1 = rng.uniform(0.0, 0.3), rng.uniform(0.7, 1.0)
-        s = np.clip((t - t0) / (t1 - t0), 0, 1)
-        ramp = lo + (hi - lo) * s * s * (3 - 2 * s)      # smoothstep
-        acts[part] = ramp if direction > 0 else ramp[::-1]
-    else:
-        cycles, phase = rng.uniform(4.0, 6.0) * frames / 48, rng.uniform(0, 2 * np.pi)
-        acts[part] = 0.5 + 0.45 * np.sin(2 * np.pi * cycles * t + phase)
+    lo, hi = rng.uniform(0.0, 0.2), rng.uniform(0.8, 1.0)
+    t0, t1 = rng.uniform(0.0, 0.3), rng.uniform(0.7, 1.0)
+    s = np.clip((t - t0) / (t1 - t0), 0, 1)
+    ramp = lo + (hi - lo) * s * s * (3 - 2 * s)      # smoothstep
+    acts[part] = ramp if direction > 0 else ramp[::-1]
     for p in PARTS:  # small frame-to-frame jitter, so still parts are not frozen
         acts[p] = np.clip(acts[p] + rng.normal(0, 0.02, frames), 0, 1)
     return acts
@@ -74,7 +72,7 @@ def render(label: int, frames: int, size: int, rng: np.random.Generator) -> np.n
     for k in range(frames):
         f = k / max(frames - 1, 1)
         cx = cx0 + drift[0] * f + (acts["shake"][k] - 0.5) * 0.25 * rx
-        cy = cy0 + drift[1] * f + (acts["nod"][k] - 0.5) * 0.25 * ry
+        cy = cy0 + drift[1] * f + (acts["nod"][k] - 0.5) * 0.4 * ry
         img = np.empty((big, big, 3), np.uint8)
         img[:] = bg.astype(np.uint8)
         P = lambda x, y: (int(round(x)), int(round(y)))  # noqa: E731
@@ -87,10 +85,14 @@ def render(label: int, frames: int, size: int, rng: np.random.Generator) -> np.n
             by = eye_y - (0.2 + 0.35 * acts["brows"][k]) * ry
             cv2.line(img, P(ex - 0.22 * rx, by), P(ex + 0.22 * rx, by), ink.tolist(),
                      max(1, int(0.08 * ry)), cv2.LINE_AA)
-        mh = 2 + acts["mouth"][k] * 0.28 * ry
-        mw = (0.25 + 0.25 * acts["smile"][k]) * rx
+        smile = acts["smile"][k]
+        mh = 2 + (acts["mouth"][k] * 0.4 + smile * 0.1) * ry
+        mw = (0.2 + 0.35 * smile) * rx
         cv2.ellipse(img, P(cx, cy + 0.48 * ry), P(mw, mh), 0, 0, 360,
                     (0.6 * ink).tolist(), -1, cv2.LINE_AA)
+        # A smile bares the teeth: the mouth brightens as it widens, where opening darkens it.
+        cv2.ellipse(img, P(cx, cy + 0.48 * ry), P(0.8 * mw, 0.1 * smile * ry), 0, 0, 360,
+                    (240, 240, 235), -1, cv2.LINE_AA)
         small = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
         small += rng.normal(0, noise, small.shape)
         out[k] = np.clip(small, 0, 255).astype(np.uint8)
@@ -119,7 +121,7 @@ def write_frames(folder: str, clip: np.ndarray, ext: str) -> None:
 
 
 def generate(out: str, seed: int = 0, num_classes: int = 6, size: int = 64, frames: int = 48,
-             train_per_class: int = 40, eval_per_class: int = 10, gop: int = 16) -> dict[str, int]:
+             train_per_class: int = 80, eval_per_class: int = 10, gop: int = 16) -> dict[str, int]:
     if not 6 <= num_classes <= len(CLASSES):
         raise ValueError(f"num_classes must be in 6..{len(CLASSES)}")
     counts = {}
@@ -157,7 +159,7 @@ def main(argv=None):
     ap.add_argument("--num_classes", type=int, default=6)
     ap.add_argument("--size", type=int, default=64, help="frame side in pixels")
     ap.add_argument("--frames", type=int, default=48, help="frames per clip")
-    ap.add_argument("--train_per_class", type=int, default=40)
+    ap.add_argument("--train_per_class", type=int, default=80)
     ap.add_argument("--eval_per_class", type=int, default=10, help="val and test clips per class")
     ap.add_argument("--gop", type=int, default=16,
                     help="mp4 keyframe interval (short: clips seek instead of decoding from the start)")

@@ -2,7 +2,7 @@
 demo set within a fixed budget and prints the pre-training loss per epoch, UAR/WAR and the time,
 against the targets (loss falls; WAR >= 90% with 6 classes; <= 10 minutes on 2 CPU cores).
 
-    .venv/bin/python tools/benchmark_learning.py [--out DIR] [--pt_epochs 4] [--ft_epochs 15]
+    .venv/bin/python tools/benchmark_learning.py [--out DIR] [--pt_epochs 4] [--ft_epochs 40]
 """
 import argparse
 import json
@@ -19,7 +19,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--out", default="demo_output/learning", help="working folder (demo data and runs)")
     p.add_argument("--pt_epochs", type=int, default=4)
-    p.add_argument("--ft_epochs", type=int, default=15)
+    p.add_argument("--ft_epochs", type=int, default=40)
     p.add_argument("--budget_s", type=float, default=600.0)
     args = p.parse_args()
     out = Path(args.out).resolve()
