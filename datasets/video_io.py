@@ -139,6 +139,7 @@ class PyAVVideo:
     def _restart(self, seek_pts=None):
         """Decode from the keyframe at `seek_pts`, or from the very start (reopened:
         AVI seeking cannot be trusted)."""
+        self._end_iter()
         if seek_pts is None:
             self._container.close()
             self._container = av.open(self.path)
@@ -146,7 +147,16 @@ class PyAVVideo:
             self._stream.codec_context.thread_count = 1
         else:
             self._container.seek(seek_pts, stream=self._stream, backward=True)
-        self._stream_iter = self._container.decode(self._stream)
+        self._stream_iter = None if seek_pts is not None else self._container.decode(self._stream)
+
+    def _decode_only(self, want_pts: set):
+        """Frames from the current position, except those neither wanted nor referenced by
+        another frame (x264's non-reference B-frames, about half of a stream): the decoder
+        drops their packets unread. Set per packet, so every wanted frame is decoded."""
+        ctx = self._stream.codec_context
+        for packet in self._container.demux(self._stream):
+            ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in want_pts else "NONREF"
+            yield from ctx.decode(packet)
 
     def _get_sequential(self, wanted: set):
         self._restart()
@@ -161,12 +171,14 @@ class PyAVVideo:
 
     def _get_seeking(self, wanted: list):
         want_set, got, pos = set(wanted), {}, None
+        want_pts = {self._pts[i] for i in wanted}
         for t in wanted:
             if t in got:
                 continue
             key = self._key_idx[max(bisect.bisect_right(self._key_idx, t) - 1, 0)]
             if pos is None or pos < key - 1 or pos >= t:
                 self._restart(self._pts[key])
+                self._stream_iter = self._decode_only(want_pts)
             for frame in self._stream_iter:
                 self.decoded += 1
                 pos = self._index_of.get(frame.pts)
@@ -195,7 +207,15 @@ class PyAVVideo:
                                  f"{self.num_frames} could not be decoded (truncated?)")
         return np.stack([got[i] for i in indices])
 
+    def _end_iter(self):
+        # Finish a suspended decode generator now, while its container is open, rather than
+        # whenever the garbage collector reaches it.
+        if self._stream_iter is not None:
+            self._stream_iter.close()
+            self._stream_iter = None
+
     def close(self):
+        self._end_iter()
         self._container.close()
 
 

@@ -142,6 +142,19 @@ def test_pyav_seeks_instead_of_decoding_everything(mp4):
     src.close()
 
 
+def test_pyav_skips_unwanted_non_reference_frames(tmp_path):
+    """x264 codes most frames as B-frames that no other frame refers to: a strided clip
+    must come back exact while those frames between its own are never decoded."""
+    path = str(tmp_path / "one_keyframe.mp4")
+    write_mp4(path, indexed_frames(), gop=N)  # one keyframe: everything before a frame is decoded
+    src = PyAVVideo(path)
+    for indices in ([1, 5, 9, 13, 17, 21, 25, 29, 33, 37], [2, 6, 10, 14, 18, 22, 26, 30, 34, 38]):
+        src.decoded = 0
+        assert_frames(src.get(indices), indexed_frames(), indices)
+        assert src.decoded < indices[-1] + 1 - 8, src.decoded  # well under the frames up to the last
+    src.close()
+
+
 def test_png_folders_survive_decord_imported_first(tmp_path):
     """decord's wheel ships an old zlib that breaks OpenCV's PNG reader when decord
     is imported first; frame folders must still read (they use Pillow)."""

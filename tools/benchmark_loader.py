@@ -6,7 +6,7 @@ Without --data, the demo generator writes a set in a temporary folder, by defaul
 shaped like the pre-training videos (VoxCeleb2: 224x224 at 25 fps, ~8 s, here with
 a keyframe every second) and read like them (16 frames at stride 4, 160 px
 crops); --frames, --size, --gop, --train_per_class reshape it (the demo run's own
-set is `--frames 48 --size 64 --gop 16 --sampling_rate 2 --input_size 64`). How
+set is `--frames 48 --size 64 --gop 16 --num_frames 8 --sampling_rate 6 --input_size 64`). How
 much seeking can save is bounded by the video length over the clip span plus a
 keyframe interval: one keyframe per video leaves little to skip. The training split is measured twice:
 its mp4 samples and its frame-folder samples. "ours" is `VideoClsDataset`
