@@ -136,9 +136,9 @@ class PyAVVideo:
     def _to_rgb(self, frame) -> np.ndarray:
         return self._rgb.reformat(frame, format="rgb24").to_ndarray()
 
-    def _restart(self, seek_pts=None):
-        """Decode from the keyframe at `seek_pts`, or from the very start (reopened:
-        AVI seeking cannot be trusted)."""
+    def _restart(self, seek_pts=None, want_pts=frozenset()):
+        """Decode from the keyframe at `seek_pts` (frames other than `want_pts` may be
+        skipped), or every frame from the very start (reopened: AVI seeking cannot be trusted)."""
         self._end_iter()
         if seek_pts is None:
             self._container.close()
@@ -147,7 +147,8 @@ class PyAVVideo:
             self._stream.codec_context.thread_count = 1
         else:
             self._container.seek(seek_pts, stream=self._stream, backward=True)
-        self._stream_iter = None if seek_pts is not None else self._container.decode(self._stream)
+        self._stream_iter = (self._container.decode(self._stream) if seek_pts is None
+                             else self._decode_only(want_pts))
 
     def _decode_only(self, want_pts: set):
         """Frames from the current position, except those neither wanted nor referenced by
@@ -177,8 +178,7 @@ class PyAVVideo:
                 continue
             key = self._key_idx[max(bisect.bisect_right(self._key_idx, t) - 1, 0)]
             if pos is None or pos < key - 1 or pos >= t:
-                self._restart(self._pts[key])
-                self._stream_iter = self._decode_only(want_pts)
+                self._restart(self._pts[key], want_pts)
             for frame in self._stream_iter:
                 self.decoded += 1
                 pos = self._index_of.get(frame.pts)
