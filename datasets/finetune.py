@@ -76,10 +76,10 @@ class VideoClsDataset(Dataset):
             clip = self.rand_augment(clip)
         if self.flip and random.random() < 0.5:
             clip = clip.flip(-1)
-        clip = T.normalize(clip)
+        clip = T.to_model_input(clip)
         if self.erase is not None:
             clip = self.erase(clip)
-        return T.to_model_layout(clip)
+        return clip
 
     def _load_train(self, index):
         def choose(n):
@@ -96,7 +96,7 @@ class VideoClsDataset(Dataset):
         top = T.crop_offsets(h, size, count)[crop]
         left = T.crop_offsets(w, size, count)[crop]
         clip = clip[..., top:top + size, left:left + size]
-        return T.to_model_layout(T.normalize(clip))
+        return T.to_model_input(clip)
 
     def _load_eval(self, index, segment=0, crop=0):
         def choose(n):

@@ -51,7 +51,7 @@ class PretrainDataset(Dataset):
         for frames in read_clips(self.samples[index].path, choose, self.backend):
             clip = T.to_clip_tensor(frames)
             box = T.face_box(*clip.shape[-2:]) if self.face_crop else None
-            clips.append(T.to_model_layout(T.normalize(self.crop(clip, box))))
+            clips.append(T.to_model_input(self.crop(clip, box)))
             masks.append(torch.from_numpy(self.mask_generator()))
         return clips, masks
 

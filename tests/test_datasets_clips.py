@@ -226,3 +226,21 @@ def test_batched_sharpness_matches_pil(factor):
     frames = np.random.default_rng(1).integers(0, 256, (3, 40, 50, 3), dtype=np.uint8)
     ref = np.stack([np.asarray(ImageEnhance.Sharpness(Image.fromarray(f)).enhance(factor)) for f in frames])
     assert np.abs(sharpen_frames(frames, factor).astype(int) - ref).max() <= 1
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_model_input_is_normalised_frames_in_model_layout(channels_last):
+    """One-pass conversion = per frame (x / 255 - mean) / std, laid out (3, T, H, W), whatever the
+    strides of the uint8 clip (RandAugment hands it over channels-last)."""
+    from datasets.transforms import to_model_input
+    frames = np.random.default_rng(2).integers(0, 256, (5, 12, 14, 3), dtype=np.uint8)
+    clip = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    if not channels_last:
+        clip = clip.contiguous()
+    out = to_model_input(clip)
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    ref = ((torch.from_numpy(frames).float() / 255 - mean) / std).permute(3, 0, 1, 2)
+    assert out.shape == (3, 5, 12, 14) and out.dtype == torch.float32 and out.is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(denormalize(out) * 255, ref.new_tensor(frames).permute(3, 0, 1, 2),
+                               rtol=0, atol=1e-3)

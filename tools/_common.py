@@ -343,7 +343,7 @@ def eval_clip(frames, spec: ClipSpec):
     h, w = clip.shape[-2:]
     size = spec.input_size
     top, left = T.crop_offsets(h, size, 1)[0], T.crop_offsets(w, size, 1)[0]
-    return T.to_model_layout(T.normalize(clip[..., top:top + size, left:left + size]))
+    return T.to_model_input(clip[..., top:top + size, left:left + size])
 
 
 def face_crop_frames(frames, crop_cfg):

@@ -14,12 +14,16 @@ its mp4 samples and its frame-folder samples. "ours" is `VideoClsDataset`
 augmentations over a reader that decodes every frame of the video (or reads
 every image of the folder) and then samples. "decode only" times the readers
 alone, in this process, without augmentation, for both video backends.
-The machine may be shared: every figure is the best of --repeats runs.
+The machine may be shared and its speed drifts: decode-only figures are the best of
+--repeats runs; the loaders are timed in turn (ours, naive, ours, naive, ...) for
+--repeats rounds of at least --min_clips clips each, and a ratio is the median of the
+rounds' ratios, so a slow spell slows both sides of it alike.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -62,15 +66,35 @@ def best_of(repeats, fn):
     return max(fn() for _ in range(repeats))
 
 
-def loader_rate(ds, workers, batch_size):
-    """Clips/s of the second epoch: worker start-up is left out."""
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        persistent_workers=workers > 0, timeout=300 if workers else 0)
-    for _ in loader:
-        pass
-    start = time.perf_counter()
-    clips = sum(len(batch[0]) for batch in loader)
+def make_loader(ds, workers, batch_size):
+    return DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
+                      persistent_workers=workers > 0, timeout=300 if workers else 0)
+
+
+def timed_epochs(loader, min_clips):
+    """Clips/s over whole epochs of an already started loader, at least `min_clips` clips."""
+    start, clips = time.perf_counter(), 0
+    while clips < min_clips:
+        clips += sum(len(batch[0]) for batch in loader)
     return clips / (time.perf_counter() - start)
+
+
+def loader_rate(ds, workers, batch_size, min_clips=0):
+    """Clips/s after a first epoch: worker start-up is left out."""
+    loader = make_loader(ds, workers, batch_size)
+    timed_epochs(loader, 1)
+    return timed_epochs(loader, max(min_clips, 1))
+
+
+def paired_rates(datasets, workers, batch_size, rounds, min_clips):
+    """Median clips/s of each dataset's loader and the median per-round ratio of the first
+    to the second, their epochs taken in turn."""
+    loaders = [make_loader(ds, workers, batch_size) for ds in datasets]
+    for loader in loaders:
+        timed_epochs(loader, 1)
+    rates = [[timed_epochs(loader, min_clips) for loader in loaders] for _ in range(rounds)]
+    per_loader = [statistics.median(r[i] for r in rates) for i in range(len(loaders))]
+    return per_loader, statistics.median(r[0] / r[1] for r in rates)
 
 
 def decode_rate(paths, read, args):
@@ -93,10 +117,11 @@ def main(argv=None):
     ap.add_argument("--input_size", type=int, default=160)
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--backend", default="decord", choices=["decord", "pyav"],
-                    help="backend of the training loader")
+    ap.add_argument("--backend", nargs="+", default=["decord", "pyav"], choices=["decord", "pyav"],
+                    help="backends of the training loader, each measured in turn")
     ap.add_argument("--gop", type=int, default=25, help="keyframe interval of generated mp4s")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--min_clips", type=int, default=64, help="clips per timed loader round")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -113,7 +138,7 @@ def main(argv=None):
         kinds = {"videos": [s for s in samples if not os.path.isdir(s.path)],
                  "frame folders": [s for s in samples if os.path.isdir(s.path)]}
         print(f"clip: {args.num_frames} frames at stride {args.sampling_rate}, "
-              f"{args.input_size}px, batch {args.batch_size}, backend {args.backend}; "
+              f"{args.input_size}px, batch {args.batch_size}; "
               f"torch threads 1; {os.cpu_count()} CPUs")
         for kind, subset in kinds.items():
             if not subset:
@@ -128,18 +153,20 @@ def main(argv=None):
                 ours_dec = best_of(args.repeats, lambda: decode_rate(
                     paths, lambda p, c: read_clips(p, c, backend if backend != "-" else "decord"), args))
                 label = f"decode only ({backend})" if backend != "-" else "read only"
-                print(f"  {label:<27} ours {ours_dec:7.1f}  naive {naive_dec:7.1f} "
-                      f"clips/s  ({ours_dec / naive_dec:.2f}x)")
+                print(f"  {label:<36} ours {ours_dec:7.1f}  naive {naive_dec:7.1f} "
+                      f"clips/s  ({ours_dec / naive_dec:.2f}x)", flush=True)
             kw = dict(mode="train", num_frames=args.num_frames, sampling_rate=args.sampling_rate,
-                      input_size=args.input_size, backend=args.backend)
-            for w in args.workers:
-                ours = best_of(args.repeats, lambda: loader_rate(VideoClsDataset(csv, **kw), w,
-                                                                 args.batch_size))
-                naive = best_of(args.repeats, lambda: loader_rate(NaiveDataset(csv, **kw), w,
-                                                                  args.batch_size))
-                label = f"training loader, {w} worker{'s' if w > 1 else ''}"
-                print(f"  {label:<27} ours {ours:7.1f}  naive {naive:7.1f} "
-                      f"clips/s  ({ours / naive:.2f}x)")
+                      input_size=args.input_size)
+            for backend in (args.backend if kind == "videos" else ["decord"]):
+                for w in args.workers:
+                    (ours, naive), ratio = paired_rates(
+                        [VideoClsDataset(csv, backend=backend, **kw), NaiveDataset(csv, **kw)],
+                        w, args.batch_size, args.repeats, args.min_clips)
+                    label = f"training loader, {w} worker{'' if w == 1 else 's'}"
+                    if kind == "videos":
+                        label += f" ({backend})"
+                    print(f"  {label:<36} ours {ours:7.1f}  naive {naive:7.1f} "
+                          f"clips/s  ({ratio:.2f}x)", flush=True)
 
 
 if __name__ == "__main__":
