@@ -17,8 +17,8 @@ from datasets import build_dataset
 from datasets.registry import get_dataset_info
 from engine import distributed as dist
 from engine.checkpoint import resume, save_checkpoint
-from engine.common import add_common_args, amp_dtype, bool_arg, build_loader, grad_scaler, prepare_output, \
-    seed_everything, wrap_model
+from engine.common import add_common_args, amp_dtype, bool_arg, build_loader, grad_scaler, keep_freed_host_memory, \
+    prepare_output, seed_everything, wrap_model
 from engine.finetune import evaluate_records, predict, train_one_epoch
 from engine.logger import TensorboardLogger, append_log
 from engine.optim import Schedules, build_optimizer, effective_batch_size, scale_lr
@@ -126,6 +126,8 @@ def main(args):
     dist.init_distributed_mode(args)
     prepare_output(args)
     device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_host_memory()
     seed_everything(args.seed, dist.get_rank())
     amp = amp_dtype(args)
     info = get_dataset_info(args.data_set, args.nb_classes, args.task)

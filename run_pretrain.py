@@ -13,8 +13,8 @@ import models  # noqa: F401  (registers the models)
 from datasets import build_pretraining_dataset
 from engine import distributed as dist
 from engine.checkpoint import resume, save_checkpoint
-from engine.common import add_common_args, amp_dtype, bool_arg, build_loader, grad_scaler, prepare_output, \
-    seed_everything, wrap_model
+from engine.common import add_common_args, amp_dtype, bool_arg, build_loader, grad_scaler, keep_freed_host_memory, \
+    prepare_output, seed_everything, wrap_model
 from engine.logger import TensorboardLogger, append_log
 from engine.optim import Schedules, build_optimizer, effective_batch_size, scale_lr
 from engine.pretrain import train_one_epoch
@@ -41,6 +41,8 @@ def main(args):
     dist.init_distributed_mode(args)
     prepare_output(args)
     device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_host_memory()
     seed_everything(args.seed, dist.get_rank())
     amp = amp_dtype(args)
     print(f"args: {json.dumps(vars(args), default=str)}")

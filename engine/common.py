@@ -1,5 +1,7 @@
 """Set-up shared by the entry points: argument types, seeding, device and precision, loaders."""
 import argparse
+import ctypes
+import ctypes.util
 import os
 import random
 from contextlib import nullcontext
@@ -78,6 +80,30 @@ def add_common_args(p):
     p.add_argument("--dist_on_itp", default=False, type=str2bool, help=argparse.SUPPRESS)
     p.add_argument("--dist_url", default="env://", help=argparse.SUPPRESS)
     return p
+
+
+# glibc's mallopt parameters; 32 MiB is the largest mmap threshold it accepts on 64-bit.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 << 20
+
+
+def keep_freed_host_memory():
+    """Keep the memory of freed tensors in the process instead of handing it back to the kernel.
+
+    By default glibc returns the free top of its heap to the kernel and serves large blocks with
+    fresh mmaps, so a CPU training step, whose activations are all freed at its end, page-faults
+    them in again at the next step: ~100k faults a step for svfap_base at batch 2, ~150k for
+    videomae_base, 10-17% of their step time on a 2-core VM. With trimming off and the mmap
+    threshold at its maximum, blocks up to 32 MiB are reused; the process keeps the memory of its
+    largest step, which it needs every step anyway. Returns False where the C library is not glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1
+    return mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1 and ok
 
 
 def seed_everything(seed, rank=0):

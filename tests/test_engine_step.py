@@ -1,9 +1,13 @@
 """The optimisation step: gradient accumulation and the non-finite loss stop."""
 import argparse
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from conftest import REPO
 from engine.optim import Schedules
 from engine.train_step import NonFiniteLossError, Stepper
 
@@ -42,3 +46,31 @@ def test_non_finite_loss_stops_with_step_and_lr():
         stepper(loss, it, stepper.start(it, 0, 4))
     with pytest.raises(NonFiniteLossError, match=r"step 2 \(lr 1\.000e-01, loss scale None\)"):
         stepper.check_finite()
+
+
+_RSS_SCRIPT = """
+import os, sys, torch
+from engine.common import keep_freed_host_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_host_memory()
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+blocks = [torch.ones(1 << 20) for _ in range(40)]  # a step's activations: 40 blocks of 4 MB
+held = rss_mb()
+del blocks
+print(held - rss_mb())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="glibc's allocator only")
+def test_freed_host_memory_stays_in_the_process():
+    """By default glibc hands a step's freed 160 MB back to the kernel (the next step faults it
+    in again, page by page); after keep_freed_host_memory it stays mapped for reuse."""
+    def released_mb(mode):
+        out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, mode], cwd=REPO, capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+        return float(out.split()[-1])
+    assert released_mb("default") > 120
+    assert released_mb("keep") < 10

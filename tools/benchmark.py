@@ -49,7 +49,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
 import models  # noqa: E402,F401  (registers the timm models)
 from datasets.masking import TubeMaskGenerator  # noqa: E402
-from engine.common import autocast, grad_scaler  # noqa: E402
+from engine.common import autocast, grad_scaler, keep_freed_host_memory  # noqa: E402
 from engine.optim import build_optimizer  # noqa: E402
 from engine.pretrain import reconstruction_target  # noqa: E402
 from engine.train_step import Stepper  # noqa: E402
@@ -88,6 +88,7 @@ class Row:
     mem_mb: float | None = None
     ratio: float | None = None
     vs: str = ""
+    round_seconds: list | None = None  # step rows: one time per round of the interleaved steps
 
     @property
     def clips_per_s(self):
@@ -368,10 +369,11 @@ def log(msg):
 
 
 def interleaved_seconds(rows, args):
-    """Median seconds per step of each row, the rows' steps taken in turn (A B C A B C ...):
-    a machine whose speed drifts (shared or throttled) slows every row alike, so the ratios
-    hold even when the absolute numbers move. Also each row's peak memory (meaningful on CUDA
-    only, where it is the growth of allocated memory over the row's build and warm-up)."""
+    """Seconds per step of each row, one per round, the rows' steps taken in turn and in
+    alternating order (A B C, C B A, A B C ...): a machine whose speed drifts (shared or
+    throttled) slows every row alike, so the ratios hold even when the absolute numbers move.
+    Also each row's peak memory (meaningful on CUDA only, where it is the growth of allocated
+    memory over the row's build and warm-up)."""
     steps, mems = {}, {}
     for row in rows:
         try:
@@ -386,16 +388,17 @@ def interleaved_seconds(rows, args):
             log(f"{row.name}: failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             row.vs = "failed"
     times = {name: [] for name in steps}
-    for _ in range(args.repeats):
-        for name, step in steps.items():
+    order = list(steps)
+    for k in range(args.repeats):
+        for name in (order if k % 2 == 0 else order[::-1]):
             start = time.perf_counter()
-            step()
+            steps[name]()
             sync(args)
             times[name].append(time.perf_counter() - start)
     steps.clear()
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
-    return {name: statistics.median(t) for name, t in times.items()}, mems
+    return times, mems
 
 
 def run(args):
@@ -413,11 +416,12 @@ def run(args):
         timed = [r for r in rows if r.group == group]
         if not timed:
             continue
-        seconds, mems = interleaved_seconds(timed, args)
+        times, mems = interleaved_seconds(timed, args)
         for row in timed:
-            if row.name not in seconds:
+            if row.name not in times:
                 continue
-            row.reps, row.seconds = args.repeats, seconds[row.name]
+            row.reps, row.round_seconds = args.repeats, times[row.name]
+            row.seconds = statistics.median(row.round_seconds)
             try:
                 row.mem_mb = mems[row.name] if cuda else fresh.measure(row, args)[1]
             except Exception as e:
@@ -458,6 +462,16 @@ def find(rows, name):
     return next((r for r in rows if r.name == name and r.seconds), None)
 
 
+def speed_ratio(row, base):
+    """Per-clip speed of ``row`` over ``base``: the median of the rounds' ratios when both were
+    stepped in the same rounds (a slow spell then weighs on both sides of each ratio), else
+    the ratio of the median step times."""
+    a, b = row.round_seconds, base.round_seconds
+    if a and b and len(a) == len(b):
+        return statistics.median((tb / base.batch) / (ta / row.batch) for ta, tb in zip(a, b))
+    return (base.seconds / base.batch) / (row.seconds / row.batch)
+
+
 def add_ratios(rows):
     for r in rows:
         if not r.seconds or r.vs == "failed":
@@ -465,7 +479,7 @@ def add_ratios(rows):
         if r.group in ("train", "infer", "pretrain"):
             base = find(rows, f"{r.group} {BASELINE}")
             if base:
-                r.ratio, r.vs = (base.seconds / base.batch) / (r.seconds / r.batch), f"speed vs {BASELINE}"
+                r.ratio, r.vs = speed_ratio(r, base), f"speed vs {BASELINE}"
         elif r.group == "memory" and r.ckpt:
             plain = find(rows, r.name[: -len(" ckpt")])
             if plain and plain.mem_mb:
@@ -606,7 +620,8 @@ def write_markdown(path, peak, rows, lines, checks, info):
 
 NOTES = """\
 - ms/step: median over `reps` steps after warm-up, in one process, the rows of a group (train,
-  infer, pretrain) stepped in turn so that a drifting machine slows them alike; `memory` rows
+  infer, pretrain) stepped in turn (one round = one step of each row, the order reversed every
+  other round) so that a drifting machine slows them alike; `memory` rows
   are a single step each (their time shows the recompute cost of checkpointing, with more noise).
 - GFLOP/s: forward FLOPs from torch's flop counter (2 x MACs) x 3 for a training step (x 1 for
   inference), over the median step time; `% peak` divides by the `matmul` row, a large square
@@ -615,12 +630,16 @@ NOTES = """\
 - peak MB: weights + gradients + optimizer state + activations. CPU: growth of the peak RSS of a
   fresh forked process running that row's step once (optimizer state allocated before it); CUDA:
   `torch.cuda.max_memory_allocated` over the memory allocated before the model was built.
-- ratio: for step rows, per-clip speed relative to the `videomae_base` row of the same kind; for
+- ratio: for step rows, per-clip speed relative to the `videomae_base` row of the same kind, the
+  median over rounds of the two steps' ratio in that round; for
   `ckpt` rows, peak memory relative to the same step without activation checkpointing; for the
   loader, its clips/s relative to what the `train svfap_base` step consumes. The loader was
   measured alone: during training it shares the CPU with the model.
 - loader: `VideoClsDataset` (train mode, RandAugment, random erasing) over a generated demo set
   (mp4 and frame folders), clips of the models' shape, `tools/benchmark_loader.py`'s `loader_rate`.
+- CPU steps run, as the training entry points do on CPU, with glibc's heap trimming off
+  (`engine.common.keep_freed_host_memory`), so that a step does not page-fault its activations in
+  again every time.
 - inputs are random clips already on the device: decoding and host-to-device copies are not in
   the step rows (the loader rows measure decoding and augmentation).
 - CUDA (`--device cuda`, bf16 autocast by default, batch 32) restricts attention to the flash /
@@ -676,6 +695,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if not args.device.startswith("cuda"):
+        keep_freed_host_memory()  # as run_finetune / run_pretrain do on CPU
     load_start, wall = os.getloadavg()[0], time.perf_counter()
     log(f"{machine(args)}\ndevice {args.device}, {args.dtype_name}{', compiled' if args.compile else ''}"
         f"{', QUICK (tiny models: numbers mean nothing)' if args.quick else ''}")
