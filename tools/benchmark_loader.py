@@ -40,6 +40,7 @@ from datasets import VideoClsDataset, read_annotations  # noqa: E402
 from datasets.demo import generate  # noqa: E402
 from datasets.sampling import random_window  # noqa: E402
 from datasets.video_io import FrameFolder, read_clips  # noqa: E402
+from engine.common import keep_freed_host_memory  # noqa: E402
 
 
 def naive_read(path, choose):
@@ -124,6 +125,7 @@ def main(argv=None):
     ap.add_argument("--min_clips", type=int, default=64, help="clips per timed loader round")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    keep_freed_host_memory()  # as the training entry points do on CPU; the workers inherit it
 
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
