@@ -132,6 +132,26 @@ def test_unreadable_inputs(tmp_path, mp4):
         open_source(mp4, "opencv")
 
 
+def test_decord_decoding_failure_falls_back_to_pyav(tmp_path):
+    """decord opens 48-px-wide H.264 but fails to copy its frames out (its frame buffer is
+    padded to a wider row); the default backend must then read the clip through PyAV."""
+    path = str(tmp_path / "narrow.mp4")
+    frames = indexed_frames(w=48)
+    write_mp4(path, frames, gop=10)
+    src = DecordVideo(path)
+    try:
+        src.get([0])
+    except Exception:
+        pass
+    else:
+        pytest.skip("this decord reads 48-px-wide frames: there is no failure to fall back from")
+    finally:
+        src.close()
+    indices = [3, 7, 11, 30]
+    (clip,) = read_clips(path, lambda n: [indices], "decord")
+    assert_frames(clip, frames, indices)
+
+
 def test_pyav_seeks_instead_of_decoding_everything(mp4):
     src = PyAVVideo(mp4)  # keyframes at 0, 10, 20, 30
     assert_frames(src.get([35]), indexed_frames(), [35])
