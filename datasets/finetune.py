@@ -69,6 +69,10 @@ class VideoClsDataset(Dataset):
             return torch.tensor(label, dtype=torch.float32)
         return torch.tensor(label, dtype=torch.int64)
 
+    def _read(self, path, choose):
+        """The frames of the clips `choose` picks (one reading for every clip of a sample)."""
+        return read_clips(path, choose, self.backend)
+
     # -- train ---------------------------------------------------------------
     def _augment(self, clip: torch.Tensor) -> torch.Tensor:
         clip = T.random_resized_crop(clip, self.input_size, scale=self.crop_scale)
@@ -84,7 +88,7 @@ class VideoClsDataset(Dataset):
     def _load_train(self, index):
         def choose(n):
             return [random_window(n, self.num_frames, self.sampling_rate)]
-        (frames,) = read_clips(self.samples[index].path, choose, self.backend)
+        (frames,) = self._read(self.samples[index].path, choose)
         clip = T.to_clip_tensor(frames)
         return [self._augment(clip) for _ in range(self.num_sample)]
 
@@ -104,7 +108,7 @@ class VideoClsDataset(Dataset):
                 return [centre_window(n, self.num_frames, self.sampling_rate)]
             windows = uniform_windows(n, self.num_frames, self.sampling_rate, self.test_num_segment)
             return [windows[segment]]
-        (frames,) = read_clips(self.samples[index].path, choose, self.backend)
+        (frames,) = self._read(self.samples[index].path, choose)
         return self._eval_view(T.to_clip_tensor(frames), crop)
 
     def __getitem__(self, index):

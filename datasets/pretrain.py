@@ -43,12 +43,16 @@ class PretrainDataset(Dataset):
     def __len__(self):
         return len(self.samples)
 
+    def _read(self, path, choose):
+        """The frames of the clips `choose` picks (one reading for every clip of a sample)."""
+        return read_clips(path, choose, self.backend)
+
     def _load(self, index):
         def choose(n):
             return [random_window(n, self.num_frames, self.sampling_rate)
                     for _ in range(self.num_samples)]
         clips, masks = [], []
-        for frames in read_clips(self.samples[index].path, choose, self.backend):
+        for frames in self._read(self.samples[index].path, choose):
             clip = T.to_clip_tensor(frames)
             box = T.face_box(*clip.shape[-2:]) if self.face_crop else None
             clips.append(T.to_model_input(self.crop(clip, box)))

@@ -104,7 +104,8 @@ def test_only_filters_rows_and_rejects_unknown_names():
 
 def test_loader_benchmark_prints_every_row_with_ratios():
     """tools/benchmark_loader.py on a tiny generated set: decode-only rows for both backends,
-    training-loader rows for both backends and for frame folders, each with a ratio."""
+    fine-tuning and pre-training loader rows for both backends, fine-tuning rows for frame
+    folders, each with a ratio."""
     proc = subprocess.run([sys.executable, "tools/benchmark_loader.py", "--frames", "24", "--size", "64",
                            "--train_per_class", "1", "--num_frames", "4", "--sampling_rate", "2",
                            "--input_size", "32", "--gop", "8", "--workers", "0", "1", "--repeats", "1",
@@ -115,7 +116,8 @@ def test_loader_benchmark_prints_every_row_with_ratios():
     labels = [r[0] for r in rows]
     for backend in ("decord", "pyav"):
         assert f"decode only ({backend})" in labels
-        assert f"training loader, 1 worker ({backend})" in labels
-    assert "read only" in labels and "training loader, 1 worker" in labels
-    assert len(rows) == 3 + 2 * 2 + 2
+        assert f"fine-tuning loader, 1 worker ({backend})" in labels
+        assert f"pre-training loader, 0 workers ({backend})" in labels
+    assert "read only" in labels and "fine-tuning loader, 1 worker" in labels
+    assert len(rows) == 3 + 2 * 2 * 2 + 2
     assert all(float(v) > 0 for r in rows for v in r[1:])

@@ -1,4 +1,4 @@
-"""Clips per second of the fine-tuning training loader, against a naive reader.
+"""Clips per second of the training loaders (fine-tuning and pre-training), against a naive reader.
 
     python tools/benchmark_loader.py [--data DIR] [--frames 200] [--workers 1 2]
 
@@ -9,11 +9,13 @@ crops); --frames, --size, --gop, --train_per_class reshape it (the demo run's ow
 set is `--frames 48 --size 64 --gop 16 --num_frames 8 --sampling_rate 6 --input_size 64`). How
 much seeking can save is bounded by the video length over the clip span plus a
 keyframe interval: one keyframe per video leaves little to skip. The training split is measured twice:
-its mp4 samples and its frame-folder samples. "ours" is `VideoClsDataset`
-(decode / read only the frames of the clip); "naive" is the same dataset and
-augmentations over a reader that decodes every frame of the video (or reads
-every image of the folder) and then samples. "decode only" times the readers
-alone, in this process, without augmentation, for both video backends.
+its mp4 samples and its frame-folder samples. "ours" is the dataset as training uses it
+(decode / read only the frames of the clip): `VideoClsDataset` in train mode (RandAugment,
+random erasing) for fine-tuning, and for the mp4s also `PretrainDataset` (face crop,
+multi-scale crop, tube mask); "naive" is the same dataset and augmentations over a reader
+that decodes every frame of the video (or reads every image of the folder) and then
+samples. "decode only" times the readers alone, in this process, without augmentation,
+for both video backends.
 The machine may be shared and its speed drifts: decode-only figures are the best of
 --repeats runs; the loaders are timed in turn (ours, naive, ours, naive, ...) for
 --repeats rounds of at least --min_clips clips each, and a ratio is the median of the
@@ -36,7 +38,7 @@ import decord  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from datasets import VideoClsDataset, read_annotations  # noqa: E402
+from datasets import PretrainDataset, VideoClsDataset, read_annotations  # noqa: E402
 from datasets.demo import generate  # noqa: E402
 from datasets.sampling import random_window  # noqa: E402
 from datasets.video_io import FrameFolder, read_clips  # noqa: E402
@@ -55,12 +57,13 @@ def naive_read(path, choose):
 
 
 class NaiveDataset(VideoClsDataset):
-    def _load_train(self, index):
-        def choose(n):
-            return [random_window(n, self.num_frames, self.sampling_rate)]
-        (frames,) = naive_read(self.samples[index].path, choose)
-        clip = torch.from_numpy(frames).permute(0, 3, 1, 2)
-        return [self._augment(clip) for _ in range(self.num_sample)]
+    def _read(self, path, choose):
+        return naive_read(path, choose)
+
+
+class NaivePretrainDataset(PretrainDataset):
+    def _read(self, path, choose):
+        return naive_read(path, choose)
 
 
 def best_of(repeats, fn):
@@ -155,20 +158,24 @@ def main(argv=None):
                 ours_dec = best_of(args.repeats, lambda: decode_rate(
                     paths, lambda p, c: read_clips(p, c, backend if backend != "-" else "decord"), args))
                 label = f"decode only ({backend})" if backend != "-" else "read only"
-                print(f"  {label:<36} ours {ours_dec:7.1f}  naive {naive_dec:7.1f} "
+                print(f"  {label:<40} ours {ours_dec:7.1f}  naive {naive_dec:7.1f} "
                       f"clips/s  ({ours_dec / naive_dec:.2f}x)", flush=True)
-            kw = dict(mode="train", num_frames=args.num_frames, sampling_rate=args.sampling_rate,
-                      input_size=args.input_size)
-            for backend in (args.backend if kind == "videos" else ["decord"]):
-                for w in args.workers:
-                    (ours, naive), ratio = paired_rates(
-                        [VideoClsDataset(csv, backend=backend, **kw), NaiveDataset(csv, **kw)],
-                        w, args.batch_size, args.repeats, args.min_clips)
-                    label = f"training loader, {w} worker{'' if w == 1 else 's'}"
-                    if kind == "videos":
-                        label += f" ({backend})"
-                    print(f"  {label:<36} ours {ours:7.1f}  naive {naive:7.1f} "
-                          f"clips/s  ({ratio:.2f}x)", flush=True)
+            clip = dict(num_frames=args.num_frames, sampling_rate=args.sampling_rate,
+                        input_size=args.input_size)
+            loaders = {"fine-tuning": (VideoClsDataset, NaiveDataset, dict(mode="train", **clip))}
+            if kind == "videos":  # pre-training reads VoxCeleb2's mp4s
+                loaders["pre-training"] = (PretrainDataset, NaivePretrainDataset, dict(face_crop=True, **clip))
+            for what, (ours_cls, naive_cls, kw) in loaders.items():
+                for backend in (args.backend if kind == "videos" else ["decord"]):
+                    for w in args.workers:
+                        (ours, naive), ratio = paired_rates(
+                            [ours_cls(csv, backend=backend, **kw), naive_cls(csv, **kw)],
+                            w, args.batch_size, args.repeats, args.min_clips)
+                        label = f"{what} loader, {w} worker{'' if w == 1 else 's'}"
+                        if kind == "videos":
+                            label += f" ({backend})"
+                        print(f"  {label:<40} ours {ours:7.1f}  naive {naive:7.1f} "
+                              f"clips/s  ({ratio:.2f}x)", flush=True)
 
 
 if __name__ == "__main__":
