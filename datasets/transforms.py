@@ -28,8 +28,8 @@ cv2.setNumThreads(1)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
 
 # Fixed face crop of the release for 224x224 VoxCeleb2 face tracks: rows 0-160,
 # cols 32-192 (upper centre, where the face sits). Other frame sizes get the
@@ -42,8 +42,8 @@ def to_clip_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 3, 1, 2)
 
 
-_SCALE = (1.0 / (255.0 * _STD)).view(3, 1, 1, 1)
-_SHIFT = (-_MEAN / _STD).view(3, 1, 1, 1)
+_SCALE = 1.0 / (255.0 * _STD)
+_SHIFT = -_MEAN / _STD
 
 
 def to_model_input(clip: torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,7 @@ def to_model_input(clip: torch.Tensor) -> torch.Tensor:
 
 def denormalize(clip: torch.Tensor) -> torch.Tensor:
     """Inverse of `to_model_input`: a `(3, T, H, W)` clip with values in [0, 1]."""
-    return clip * _STD.view(3, 1, 1, 1) + _MEAN.view(3, 1, 1, 1)
+    return clip * _STD + _MEAN
 
 
 def face_box(height: int, width: int) -> tuple[int, int, int, int]:

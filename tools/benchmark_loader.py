@@ -57,13 +57,11 @@ def naive_read(path, choose):
 
 
 class NaiveDataset(VideoClsDataset):
-    def _read(self, path, choose):
-        return naive_read(path, choose)
+    _read = staticmethod(naive_read)
 
 
 class NaivePretrainDataset(PretrainDataset):
-    def _read(self, path, choose):
-        return naive_read(path, choose)
+    _read = staticmethod(naive_read)
 
 
 def best_of(repeats, fn):
@@ -83,11 +81,11 @@ def timed_epochs(loader, min_clips):
     return clips / (time.perf_counter() - start)
 
 
-def loader_rate(ds, workers, batch_size, min_clips=0):
+def loader_rate(ds, workers, batch_size, min_clips=1):
     """Clips/s after a first epoch: worker start-up is left out."""
     loader = make_loader(ds, workers, batch_size)
     timed_epochs(loader, 1)
-    return timed_epochs(loader, max(min_clips, 1))
+    return timed_epochs(loader, min_clips)
 
 
 def paired_rates(datasets, workers, batch_size, rounds, min_clips):
