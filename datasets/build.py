@@ -26,7 +26,7 @@ def _common(args) -> dict:
         num_frames=getattr(args, "num_frames", 16),
         sampling_rate=getattr(args, "sampling_rate", 4),
         input_size=getattr(args, "input_size", 160),
-        backend=getattr(args, "backend", "decord"),
+        backend=getattr(args, "backend", "pyav"),
         strict=getattr(args, "strict", False),
         max_bad_fraction=getattr(args, "max_bad_fraction", DEFAULT_MAX_BAD_FRACTION),
     )

@@ -15,7 +15,7 @@ from .annotations import AnnotationError, read_annotations
 from .video_io import BACKENDS, VideoReadError, read_clips
 
 
-def check_sample(path: str, backend: str = "decord") -> str | None:
+def check_sample(path: str, backend: str = "pyav") -> str | None:
     """None when the sample decodes, else the reason."""
     try:
         read_clips(path, lambda n: [[0, n // 2, n - 1]], backend)
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prefix_map", nargs="*", default=None, metavar="OLD=NEW")
     ap.add_argument("--num_classes", type=int, default=None)
     ap.add_argument("--num_targets", type=int, default=None)
-    ap.add_argument("--backend", choices=BACKENDS, default="decord")
+    ap.add_argument("--backend", choices=BACKENDS, default="pyav")
     args = ap.parse_args(argv)
     try:
         samples = read_annotations(args.csv, args.data_root, args.prefix_map,

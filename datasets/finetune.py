@@ -35,7 +35,7 @@ class VideoClsDataset(Dataset):
                  num_classes=None, num_targets=None, num_frames=16, sampling_rate=4,
                  input_size=160, short_side_size=None, test_num_segment=2, test_num_crop=1,
                  aa="rand-m7-n4-mstd0.5-inc1", reprob=0.25, remode="pixel", recount=1,
-                 num_sample=1, backend="decord", strict=False,
+                 num_sample=1, backend="pyav", strict=False,
                  max_bad_fraction=DEFAULT_MAX_BAD_FRACTION, flip=True, crop_scale=(0.08, 1.0)):
         mode = {"val": "validation"}.get(mode, mode)
         if mode not in MODES:

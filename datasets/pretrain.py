@@ -27,7 +27,7 @@ class PretrainDataset(Dataset):
     def __init__(self, anno_path, data_root="", prefix_map=None, num_frames=16,
                  sampling_rate=4, input_size=160, patch_size=16, tubelet_size=2,
                  mask_type="tube", mask_ratio=0.9, face_crop=False, num_samples=1,
-                 backend="decord", strict=False, max_bad_fraction=DEFAULT_MAX_BAD_FRACTION):
+                 backend="pyav", strict=False, max_bad_fraction=DEFAULT_MAX_BAD_FRACTION):
         if mask_type != "tube":
             raise ValueError(f"only tube masking is implemented, not {mask_type!r}")
         if input_size % patch_size or num_frames % tubelet_size:

@@ -1,4 +1,11 @@
-"""Frame sources: video files (decord, PyAV as fallback) and folders of frames.
+"""Frame sources: video files (PyAV, or decord with PyAV as its fallback) and folders of frames.
+
+PyAV is the default: both backends return the same frames (FFmpeg's decoder and
+converter underneath), but PyAV lets the decoder drop the non-reference frames a
+clip does not use, about half of an x264 stream, where decord decodes every frame
+from the keyframe on; on 8-s 224-px H.264 clips it reads a 16-frame clip in ~30 ms
+against decord's ~44 (tools/benchmark_loader.py). decord stays selectable
+(`backend="decord"`, the release's reader) and falls back to PyAV wherever it fails.
 
 A source is opened for one sample access and closed right after: decoders hold
 native state that must never be shared across DataLoader worker processes.
@@ -33,7 +40,7 @@ import av
 from av.video.reformatter import VideoReformatter
 
 FRAME_EXTS = (".jpg", ".jpeg", ".png")
-BACKENDS = ("decord", "pyav")
+BACKENDS = ("pyav", "decord")
 
 
 class VideoReadError(RuntimeError):
@@ -134,7 +141,10 @@ class PyAVVideo:
         self.decoded = 0    # frames decoded so far: what seeking saves is visible here
 
     def _to_rgb(self, frame) -> np.ndarray:
-        return self._rgb.reformat(frame, format="rgb24").to_ndarray()
+        # One swscale thread: PyAV's default (0, automatic) starts a thread pool in every
+        # converter, ~5 ms a clip here, more threads than the one a DataLoader worker should use,
+        # and a converter carried across a fork would wait forever on its parent's threads.
+        return self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
     def _restart(self, seek_pts=None, want_pts=frozenset()):
         """Decode from the keyframe at `seek_pts` (frames other than `want_pts` may be
@@ -219,8 +229,8 @@ class PyAVVideo:
         self._container.close()
 
 
-def open_source(path: str, backend: str = "decord"):
-    """Open a frame folder or a video file; decord falls back to PyAV on failure."""
+def open_source(path: str, backend: str = "pyav"):
+    """Open a frame folder or a video file; decord, when chosen, falls back to PyAV on failure."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if os.path.isdir(path):
@@ -242,7 +252,7 @@ def open_source(path: str, backend: str = "decord"):
     raise VideoReadError(f"{path}: cannot open video ({'; '.join(errors)})")
 
 
-def read_clips(path: str, choose, backend: str = "decord") -> list[np.ndarray]:
+def read_clips(path: str, choose, backend: str = "pyav") -> list[np.ndarray]:
     """Decode the frames of several clips of one video in a single pass.
 
     `choose(num_frames)` returns a list of index sequences (one per clip); the
@@ -271,4 +281,5 @@ def read_clips(path: str, choose, backend: str = "decord") -> list[np.ndarray]:
     finally:
         source.close()
     where = {t: k for k, t in enumerate(union)}
-    return [frames[[where[i] for i in ix.tolist()]] for ix in index_sets]
+    return [frames if ix.tolist() == union else frames[[where[i] for i in ix.tolist()]]
+            for ix in index_sets]

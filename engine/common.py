@@ -58,9 +58,9 @@ def add_common_args(p):
     p.add_argument("--data_path", default="", type=str, help="folder with the split CSVs (or a CSV file)")
     p.add_argument("--data_root", default="", type=str, help="root the CSV paths are relative to")
     p.add_argument("--prefix_map", default=[], nargs="*", help="OLD=NEW path prefix rewrites for release CSVs")
-    p.add_argument("--backend", default="decord", choices=["decord", "pyav"],
-                   help="video decoder; pyav also skips the non-reference frames a clip does not use, "
-                        "and reads H.264 faster")
+    p.add_argument("--backend", default="pyav", choices=["pyav", "decord"],
+                   help="video decoder (same frames either way); pyav skips the non-reference frames a "
+                        "clip does not use, decord cannot, and falls back to pyav where it fails")
     bool_arg(p, "--strict", False, "raise on the first bad sample instead of replacing it")
     p.add_argument("--num_workers", default=8, type=int)
     bool_arg(p, "--pin_mem", True)

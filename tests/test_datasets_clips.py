@@ -244,3 +244,26 @@ def test_model_input_is_normalised_frames_in_model_layout(channels_last):
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(denormalize(out) * 255, ref.new_tensor(frames).permute(3, 0, 1, 2),
                                rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["AutoContrast", "Equalize", "Invert", "PosterizeIncreasing",
+                                  "SolarizeIncreasing", "SolarizeAdd", "ColorIncreasing",
+                                  "ContrastIncreasing", "BrightnessIncreasing"])
+def test_colour_ops_equal_timm_on_the_whole_clip(name):
+    """Every colour op of the SVFAP RandAugment gives exactly what timm's op gives on the clip's
+    frames stacked into one image, for several drawn magnitudes and signs (the pointwise ones
+    and Contrast go through a lookup table read off timm's op)."""
+    from PIL import Image
+
+    from datasets.transforms import ClipRandAugment, _record_args, _TINY, apply_op
+    (op,) = [o for o in ClipRandAugment("rand-m7-n4-mstd0.5-inc1", 64).ra.ops if o.name == name]
+    op.prob = 1.0
+    rng = np.random.default_rng(3)
+    # Smooth content with a limited range, so that AutoContrast and Equalize have work to do.
+    frames = np.stack([np.asarray(Image.fromarray(rng.integers(40, 200, (6, 8, 3), dtype=np.uint8))
+                                  .resize((40, 32), Image.BILINEAR)) for _ in range(4)])
+    random.seed(0)
+    for _ in range(6):
+        args = _record_args(op, _TINY)
+        ref = np.asarray(op.aug_fn(Image.fromarray(frames.reshape(4 * 32, 40, 3)), *args, **op.kwargs))
+        np.testing.assert_array_equal(apply_op(op, args, frames), ref.reshape(frames.shape), err_msg=str(args))

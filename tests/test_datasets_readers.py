@@ -123,8 +123,10 @@ def test_unreadable_inputs(tmp_path, mp4):
         open_source(str(tmp_path / "zero.mp4"))
     data = open(mp4, "rb").read()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
-    with pytest.raises(VideoReadError, match="cannot open video.*decord.*pyav"):
+    with pytest.raises(VideoReadError, match=r"cannot open video \(pyav: "):
         open_source(str(tmp_path / "cut.mp4"))
+    with pytest.raises(VideoReadError, match="cannot open video.*decord.*pyav"):
+        open_source(str(tmp_path / "cut.mp4"), "decord")  # decord failed, then its fallback
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(VideoReadError, match="no .jpg"):
         open_source(str(tmp_path / "empty_dir"))
@@ -134,7 +136,7 @@ def test_unreadable_inputs(tmp_path, mp4):
 
 def test_decord_decoding_failure_falls_back_to_pyav(tmp_path):
     """decord opens 48-px-wide H.264 but fails to copy its frames out (its frame buffer is
-    padded to a wider row); the default backend must then read the clip through PyAV."""
+    padded to a wider row); the decord backend must then read the clip through PyAV."""
     path = str(tmp_path / "narrow.mp4")
     frames = indexed_frames(w=48)
     write_mp4(path, frames, gop=10)
@@ -150,6 +152,23 @@ def test_decord_decoding_failure_falls_back_to_pyav(tmp_path):
     indices = [3, 7, 11, 30]
     (clip,) = read_clips(path, lambda n: [indices], "decord")
     assert_frames(clip, frames, indices)
+
+
+def test_pyav_reader_runs_on_the_calling_thread_alone(mp4):
+    """One decoding thread per DataLoader worker: neither the decoder nor the RGB converter
+    may start threads of their own (PyAV's converter would by default, one per core, and a
+    converter's threads do not survive the fork into a worker)."""
+    import os
+
+    def threads():
+        return len(os.listdir(f"/proc/{os.getpid()}/task"))
+    before = threads()
+    src = open_source(mp4, "pyav")
+    try:
+        assert_frames(src.get([3, 17, 31]), indexed_frames(), [3, 17, 31])
+        assert threads() == before
+    finally:
+        src.close()
 
 
 def test_pyav_seeks_instead_of_decoding_everything(mp4):

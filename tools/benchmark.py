@@ -337,7 +337,7 @@ def loader_rows(args, workers_list):
                          for i in range(args.loader_clips))
         for w in workers_list:
             ds = VideoClsDataset(csv, mode="train", num_frames=frames, sampling_rate=args.loader_stride,
-                                 input_size=size, backend="decord")
+                                 input_size=size)
             rate = loader_rate(ds, w, args.loader_batch)
             rows.append(Row("loader", f"loader {w} worker{'s' if w > 1 else ''}", args.loader_batch,
                             workers=w, reps=1, seconds=args.loader_batch / rate))

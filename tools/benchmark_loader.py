@@ -119,7 +119,7 @@ def main(argv=None):
     ap.add_argument("--input_size", type=int, default=160)
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--backend", nargs="+", default=["decord", "pyav"], choices=["decord", "pyav"],
+    ap.add_argument("--backend", nargs="+", default=["pyav", "decord"], choices=["pyav", "decord"],
                     help="backends of the training loader, each measured in turn")
     ap.add_argument("--gop", type=int, default=25, help="keyframe interval of generated mp4s")
     ap.add_argument("--repeats", type=int, default=3)
@@ -152,7 +152,7 @@ def main(argv=None):
             paths = [s.path for s in subset]
             print(f"\n{kind} ({len(subset)} clips)")
             naive_dec = best_of(args.repeats, lambda: decode_rate(paths, naive_read, args))
-            for backend in (("decord", "pyav") if kind == "videos" else ("-",)):
+            for backend in (("pyav", "decord") if kind == "videos" else ("-",)):
                 ours_dec = best_of(args.repeats, lambda: decode_rate(
                     paths, lambda p, c: read_clips(p, c, backend if backend != "-" else "decord"), args))
                 label = f"decode only ({backend})" if backend != "-" else "read only"

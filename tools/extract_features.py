@@ -73,7 +73,7 @@ def get_parser():
     p.add_argument("--max_shards", type=int, default=None, help="stop after this many new shards (rerun resumes)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type")
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast for the forward pass")
-    p.add_argument("--backend", default="decord", choices=["decord", "pyav"])
+    p.add_argument("--backend", default="pyav", choices=["pyav", "decord"])
     p.add_argument("--device", default=None, help="default: cuda (the LOCAL_RANK GPU under torchrun) if available")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable video")
     add_model_args(p)
