@@ -79,7 +79,7 @@ class VideoClsDataset(Dataset):
         if self.rand_augment is not None:
             clip = self.rand_augment(clip)
         if self.flip and random.random() < 0.5:
-            clip = clip.flip(-1)
+            clip = T.hflip(clip)
         clip = T.to_model_input(clip)
         if self.erase is not None:
             clip = self.erase(clip)

@@ -267,3 +267,15 @@ def test_colour_ops_equal_timm_on_the_whole_clip(name):
         args = _record_args(op, _TINY)
         ref = np.asarray(op.aug_fn(Image.fromarray(frames.reshape(4 * 32, 40, 3)), *args, **op.kwargs))
         np.testing.assert_array_equal(apply_op(op, args, frames), ref.reshape(frames.shape), err_msg=str(args))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_hflip_mirrors_every_frame(channels_last):
+    from datasets.transforms import hflip
+    frames = np.random.default_rng(4).integers(0, 256, (5, 12, 14, 3), dtype=np.uint8)
+    clip = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    if not channels_last:
+        clip = clip.contiguous()
+    out = hflip(clip)
+    assert out.shape == clip.shape and out.dtype == torch.uint8
+    assert torch.equal(out, torch.from_numpy(frames[:, :, ::-1].copy()).permute(0, 3, 1, 2))
