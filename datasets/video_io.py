@@ -281,5 +281,5 @@ def read_clips(path: str, choose, backend: str = "pyav") -> list[np.ndarray]:
     finally:
         source.close()
     where = {t: k for k, t in enumerate(union)}
-    return [frames if ix.tolist() == union else frames[[where[i] for i in ix.tolist()]]
-            for ix in index_sets]
+    picks = [ix.tolist() for ix in index_sets]
+    return [frames if pick == union else frames[[where[i] for i in pick]] for pick in picks]
