@@ -1,4 +1,4 @@
-"""Fine-tuning clips for classification or regression (SPEC.md section 3).
+"""Fine-tuning clips for classification or regression (docs/recipes.md).
 
 train       random temporal window; random resized crop; RandAugment; horizontal
             flip; random erasing (all identical across the frames of a clip);

@@ -2,58 +2,14 @@
 evaluation, kill-and-resume, and the regression and clip-averaged tasks."""
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
-import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
-TINY = ["--stage_depths", "1", "1", "1", "--input_size", "64", "--num_frames", "16", "--num_workers", "0",
-        "--print_freq", "5", "--device", "cpu", "--warmup_epochs", "0"]
-FT = ["--model", "svfap_tiny_patch16_160", "--data_set", "custom", "--nb_classes", "6", "--batch_size", "4",
-      "--lr", "2e-3", *TINY]
-
-
-def run(script, *args, check=True, **kw):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([PY, str(REPO / script), *map(str, args)], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=600, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    subprocess.run([PY, "-m", "datasets.demo", "--out", str(root), "--train_per_class", "4", "--eval_per_class",
-                    "2", "--frames", "32", "--size", "64"], check=True, cwd=REPO, capture_output=True)
-    return root
-
-
-@pytest.fixture(scope="module")
-def pretrained(demo, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pretrain")
-    proc = run("run_pretrain.py", "--model", "pretrain_svfap_tiny_patch16_160", "--decoder_depth", "1",
-               "--data_path", demo / "pretrain.csv", "--data_root", demo, "--batch_size", "4", "--epochs", "1",
-               "--output_dir", out, *TINY)
-    assert "loss" in proc.stdout
-    return out / "checkpoint-0.pth"
-
-
-@pytest.fixture(scope="module")
-def finetuned(demo, pretrained, tmp_path_factory):
-    out = tmp_path_factory.mktemp("finetune")
-    proc = run("run_finetune.py", *FT, "--data_path", demo, "--data_root", demo, "--epochs", "1",
-               "--finetune", pretrained, "--output_dir", out)
-    return out, proc
+from conftest import FT, PY, REPO, TINY, run
 
 
 def test_pretrain_writes_a_resumable_checkpoint(pretrained):

@@ -65,7 +65,7 @@ def test_finetune_model_every_parameter_gets_a_gradient():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
-# SPEC.md §1: params (M) and GMACs at 1x3x16x160x160.
+# docs/model.md: params (M) and GMACs at 1x3x16x160x160.
 SIZES = [
     ("svfap_base_patch16_160", {}, 77.64, 43.5),
     ("svfap_small_patch16_160", {}, 29.68, 18.0),

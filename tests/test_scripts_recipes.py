@@ -1,4 +1,4 @@
-"""scripts/: syntax, and the commands DRY_RUN=1 prints checked against the SPEC.md §3 recipes."""
+"""scripts/: syntax, and the commands DRY_RUN=1 prints checked against the recipes of docs/recipes.md."""
 import os
 import shlex
 import subprocess

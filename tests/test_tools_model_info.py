@@ -1,11 +1,11 @@
-"""tools/model_info.py: the zoo table (SVFAP-B at 43.5 GMACs, SPEC §1) and checkpoint checks."""
+"""tools/model_info.py: the zoo table (SVFAP-B at 43.5 GMACs, docs/model.md) and checkpoint checks."""
 import pandas as pd
 import pytest
 import timm
 import torch
 
 import models  # noqa: F401
-from engine.checkpoint import save_checkpoint
+from engine.checkpoint import save_checkpoint, training_state
 from tools import model_info
 
 TINY = dict(img_size=64, stage_depths=(1, 1, 1))
@@ -38,9 +38,9 @@ def test_table_cli(tmp_path, capsys):
 def test_checkpoint_check(tmp_path, capsys):
     torch.manual_seed(0)
     pre = timm.create_model("pretrain_svfap_tiny_patch16_160", **TINY)
-    save_checkpoint(str(tmp_path / "pre.pth"), pre, args={**ARGS, "model": "pretrain_svfap_tiny_patch16_160"})
+    save_checkpoint(str(tmp_path / "pre.pth"), training_state(pre, args={**ARGS, "model": "pretrain_svfap_tiny_patch16_160"}))
     fine = timm.create_model("svfap_tiny_patch16_160", num_classes=7, **TINY)
-    save_checkpoint(str(tmp_path / "fine.pth"), fine, args={**ARGS, "model": "svfap_tiny_patch16_160"})
+    save_checkpoint(str(tmp_path / "fine.pth"), training_state(fine, args={**ARGS, "model": "svfap_tiny_patch16_160"}))
 
     # The pre-training file against its own model: everything matches.
     assert model_info.main(["--checkpoint", str(tmp_path / "pre.pth")]) == 0

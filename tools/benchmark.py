@@ -144,7 +144,7 @@ def make_inputs(model, batch, pretrain, args):
 
 
 def make_optimizer(model, batch, pretrain):
-    # The recipes of SPEC.md section 3; the values do not change the cost, the param groups do.
+    # The recipes of docs/recipes.md; the values do not change the cost, the param groups do.
     opt = Namespace(opt="adamw", lr=(3e-4 if pretrain else 1e-3) * batch / 256, weight_decay=0.05,
                     opt_eps=1e-8, momentum=0.9, opt_betas=(0.9, 0.95) if pretrain else (0.9, 0.999),
                     layer_decay=None if pretrain else 0.75)

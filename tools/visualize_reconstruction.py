@@ -8,7 +8,7 @@ the masked input (masked tubelets grey), and the reconstruction (visible tubelet
 input, masked tubelets predicted).
 
 Un-normalising the prediction. The model predicts each masked tubelet in the pre-training target
-space: the tubelet's pixels standardised per channel by *its own* mean and std (SPEC §2). Turning
+space: the tubelet's pixels standardised per channel by *its own* mean and std (docs/model.md). Turning
 that back into pixels needs a mean and std per masked tubelet and channel. VideoMAE's
 visualisation used the ground-truth tubelet's own statistics, which the model never sees. Here
 the default (--stats visible) uses only visible statistics: for each masked tubelet, the inverse-
@@ -66,7 +66,7 @@ def get_parser():
     p.add_argument("--stats", default="visible", choices=["visible", "original"],
                    help="statistics that un-normalise the masked tubelets (see above)")
     p.add_argument("--scale", type=int, default=1, help="enlarge every tile this many times (nearest)")
-    p.add_argument("--backend", default="decord", choices=["decord", "pyav"])
+    p.add_argument("--backend", default="pyav", choices=["pyav", "decord"])
     p.add_argument("--device", default="cpu")
     add_model_args(p)
     p.add_argument("--decoder_depth", type=int, default=None)
@@ -84,7 +84,7 @@ def load_pretrain_model(path, cli=None):
     return model.eval(), cfg
 
 
-def read_clip(path, num_frames, rate, start=None, backend="decord"):
+def read_clip(path, num_frames, rate, start=None, backend="pyav"):
     """uint8 ``(T, H, W, 3)``: the centre clip, or the one starting at ``start``."""
     def choose(n):
         if start is None:
