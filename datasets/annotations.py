@@ -7,6 +7,7 @@ them so those files work unchanged elsewhere.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -49,10 +50,23 @@ def resolve_path(raw: str, data_root: str, prefix_map: Mapping[str, str]) -> str
     return os.path.normpath(os.path.join(data_root, raw))
 
 
-def _open_text(path: str):
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _lines(path: str):
+    """`(line number, text)` of a UTF-8 file (plain or gzipped); a byte-order mark is dropped and
+    a line that is not UTF-8 is an AnnotationError naming it."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        f = opener(path, "rb")
+    except FileNotFoundError:
+        raise AnnotationError(f"annotation file not found: {path}") from None
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise AnnotationError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                                      f"{e.start + 1}); save the file as UTF-8") from None
 
 
 def read_annotations(path, data_root: str | None = "", prefix_map=None,
@@ -73,36 +87,39 @@ def read_annotations(path, data_root: str | None = "", prefix_map=None,
         raise ValueError("give num_classes (classification) or num_targets (regression), not both")
 
     samples: list[Sample] = []
-    with _open_text(path) as f:
-        for lineno, text in enumerate(f, 1):
-            fields = text.split()
-            if not fields:
-                continue
+    if os.path.isdir(path):
+        raise AnnotationError(f"{path} is a folder, not an annotation file")
+    for lineno, text in _lines(path):
+        fields = text.split()
+        if not fields:
+            continue
 
-            def fail(reason):
-                raise AnnotationError(f"{path}:{lineno}: {reason}: {text.strip()!r}")
+        def fail(reason):
+            raise AnnotationError(f"{path}:{lineno}: {reason}: {text.strip()!r}")
 
-            if num_targets is None and num_classes is None and not samples:
-                # The first sample line fixes the task for the whole file.
-                num_targets = len(fields) - 1 if len(fields) > 2 else None
-            expected = 1 + (num_targets if num_targets is not None else 1)
-            if len(fields) != expected:
-                fail(f"expected {expected} space-separated fields, found {len(fields)}")
-            raw_path, values = fields[0], fields[1:]
-            if num_targets is not None:
-                try:
-                    label = tuple(float(v) for v in values)
-                except ValueError:
-                    fail("non-numeric regression target")
-            else:
-                try:
-                    label = int(values[0])
-                except ValueError:
-                    fail("label is not an integer")
-                if label < 0 or (num_classes is not None and label >= num_classes):
-                    fail(f"label {label} out of range for {num_classes} classes"
-                         if num_classes is not None else f"negative label {label}")
-            samples.append(Sample(resolve_path(raw_path, root, pmap), label, lineno))
+        if num_targets is None and num_classes is None and not samples:
+            # The first sample line fixes the task for the whole file.
+            num_targets = len(fields) - 1 if len(fields) > 2 else None
+        expected = 1 + (num_targets if num_targets is not None else 1)
+        if len(fields) != expected:
+            fail(f"expected {expected} space-separated fields, found {len(fields)}")
+        raw_path, values = fields[0], fields[1:]
+        if num_targets is not None:
+            try:
+                label = tuple(float(v) for v in values)
+            except ValueError:
+                fail("non-numeric regression target")
+            if not all(math.isfinite(v) for v in label):
+                fail("non-finite regression target (nan or inf)")
+        else:
+            try:
+                label = int(values[0])
+            except ValueError:
+                fail("label is not an integer")
+            if label < 0 or (num_classes is not None and label >= num_classes):
+                fail(f"label {label} out of range for {num_classes} classes"
+                     if num_classes is not None else f"negative label {label}")
+        samples.append(Sample(resolve_path(raw_path, root, pmap), label, lineno))
     if not samples:
         raise AnnotationError(f"{path}: no samples")
     return samples

@@ -1,4 +1,4 @@
-"""Pre-training clips (SPEC.md section 3): 16 frames at stride 4 from a random
+"""Pre-training clips (docs/recipes.md): 16 frames at stride 4 from a random
 start, optional fixed upper-centre face crop, multi-scale crop to the input
 size, ImageNet normalisation, and a tube mask."""
 from __future__ import annotations
@@ -15,9 +15,10 @@ from .video_io import read_clips
 
 
 class PretrainDataset(Dataset):
-    """Items are `(clip (3,T,H,W) float32, mask (N,) bool)`; with `num_samples`
-    S > 1, S clips from one decoded video: `(clips (S,3,T,H,W), masks (S,N))`
-    (use `multiple_samples_collate`). Labels in the annotation file are ignored.
+    """Items are `(clip (3,T,H,W) float32, mask (N,) bool, sample index)`; with
+    `num_samples` S > 1, S clips from one decoded video: `(clips (S,3,T,H,W), masks
+    (S,N), indices (S,))` (use `multiple_samples_collate`). Labels in the annotation
+    file are ignored.
 
     `face_crop=True` takes rows 0-160, cols 32-192 of a 224x224 frame before the
     multi-scale crop (the release turned it on for VoxCeleb2); other frame sizes
@@ -60,7 +61,8 @@ class PretrainDataset(Dataset):
         return clips, masks
 
     def __getitem__(self, index):
-        (clips, masks), _ = self.guard.load(index, self._load)
+        (clips, masks), used = self.guard.load(index, self._load)
         if self.num_samples == 1:
-            return clips[0], masks[0]
-        return torch.stack(clips), torch.stack(masks)
+            return clips[0], masks[0], used
+        return (torch.stack(clips), torch.stack(masks),
+                torch.full((self.num_samples,), used, dtype=torch.int64))

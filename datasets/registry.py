@@ -2,6 +2,10 @@
 from dataclasses import dataclass, field
 
 
+class DatasetSpecError(ValueError):
+    """An unknown dataset name, or options that do not fit the dataset."""
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
@@ -56,16 +60,16 @@ def get_dataset_info(name, nb_classes=None, task=None, num_targets=None):
         if task == "regression":
             n = num_targets or nb_classes
             if not n:
-                raise ValueError("--data_set custom with a regression task needs --nb_classes (number of targets)")
+                raise DatasetSpecError("--data_set custom with a regression task needs --nb_classes (number of targets)")
             return DatasetInfo("custom", task, targets=tuple(f"target{i}" for i in range(n)), metric="ccc")
         if not nb_classes:
-            raise ValueError("--data_set custom needs --nb_classes")
+            raise DatasetSpecError("--data_set custom needs --nb_classes")
         return DatasetInfo("custom", task, tuple(str(i) for i in range(nb_classes)),
                            metric="weighted_f1" if task == "clip_classification" else "uar")
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or custom")
+        raise DatasetSpecError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or custom")
     info = DATASETS[key]
     if nb_classes and info.task != "pretrain" and nb_classes != info.num_outputs:
-        raise ValueError(f"{info.name} has {info.num_outputs} {'classes' if info.classes else 'targets'}, "
+        raise DatasetSpecError(f"{info.name} has {info.num_outputs} {'classes' if info.classes else 'targets'}, "
                          f"but --nb_classes {nb_classes} was given")
     return info

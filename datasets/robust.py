@@ -1,16 +1,18 @@
 """Bad-data policy shared by the datasets.
 
-An unreadable sample (missing, empty, truncated, undecodable) is reported with a
-warning naming the file and replaced by the next readable sample in annotation
-order (deterministic, unlike the release's redraw-forever loop). When more than
-`max_bad_fraction` of the dataset turns out bad, loading stops with the list.
-`strict=True` raises at the first bad sample.
+An unreadable sample (missing, empty, truncated, undecodable) is reported with a warning naming
+the file and replaced by the next readable sample in annotation order (deterministic, unlike the
+release's redraw-forever loop). The bad samples are marked in a table in shared memory, so every
+DataLoader worker of every epoch sees the same set: each file is counted once, and the cap
+(`max_bad_fraction` of the dataset, `--max_bad_fraction`) applies to the whole dataset, not to
+one worker's share. Past the cap, loading stops with the list. `strict=True` raises at the first
+bad sample.
 """
 from __future__ import annotations
 
 import warnings
 
-from torch.utils.data import get_worker_info
+import torch
 
 from .annotations import Sample
 from .video_io import VideoReadError
@@ -36,24 +38,27 @@ class SampleGuard:
         self.samples = samples
         self.strict = strict
         self.max_bad_fraction = max_bad_fraction
-        self.bad: dict[int, str] = {}   # per process: each DataLoader worker keeps its own
-
-    def _limit(self) -> float:
-        # A worker only meets its share of the dataset, so its cap is that share's.
-        info = get_worker_info()
-        workers = info.num_workers if info is not None else 1
-        return self.max_bad_fraction * len(self.samples) / workers
+        # 1 = known bad. Shared memory survives the fork (or pickling) into DataLoader workers,
+        # so what one worker finds, all see, in this epoch and the next ones.
+        self.known_bad = torch.zeros(len(samples), dtype=torch.uint8).share_memory_()
+        self.reasons: dict[int, str] = {}   # what this process saw; the table has the rest
 
     def _describe(self, index: int) -> str:
         s = self.samples[index]
-        return f"{s.path} (annotation line {s.line}): {self.bad[index]}"
+        reason = self.reasons.get(index, "unreadable (found by another worker)")
+        return f"{s.path} (annotation line {s.line}): {reason}"
+
+    def _mark(self, index: int, reason: str) -> int:
+        self.reasons[index] = reason
+        self.known_bad[index] = 1
+        return int(self.known_bad.sum())
 
     def load(self, index: int, fn):
         """`fn(i)` loads sample `i`; returns `(result, index actually used)`."""
         n = len(self.samples)
         for k in range(n):
             j = (index + k) % n
-            if j in self.bad:
+            if self.known_bad[j]:
                 continue
             try:
                 return fn(j), j
@@ -61,13 +66,14 @@ class SampleGuard:
                 if self.strict:
                     raise BadSampleError(f"{self.samples[j].path} (annotation line "
                                          f"{self.samples[j].line}): {e}") from e
-                self.bad[j] = str(e)
+                count = self._mark(j, str(e))
                 warnings.warn(f"bad sample, replaced by the next one: {self._describe(j)}",
                               BadSampleWarning, stacklevel=2)
-                if len(self.bad) > self._limit():
-                    listing = "\n  ".join(self._describe(b) for b in sorted(self.bad))
+                if count > self.max_bad_fraction * n:
+                    bad = torch.nonzero(self.known_bad).flatten().tolist()
+                    listing = "\n  ".join(self._describe(b) for b in bad)
                     raise TooManyBadSamples(
-                        f"{len(self.bad)} bad samples met, more than max_bad_fraction="
-                        f"{self.max_bad_fraction} of {n} allows "
-                        f"(run `python -m datasets.check` on the annotation file):\n  {listing}")
+                        f"{count} of {n} samples ({100 * count / n:.2f}%) are unreadable, more than "
+                        f"--max_bad_fraction {self.max_bad_fraction:g} ({100 * self.max_bad_fraction:.2f}%) "
+                        f"allows (run `python -m datasets.check` on the annotation file):\n  {listing}")
         raise TooManyBadSamples("no readable sample in the dataset")

@@ -101,7 +101,7 @@ class DecordVideo:
         return batch[[where[i] for i in indices]]
 
     def close(self):
-        del self._vr
+        self._vr = None  # closing twice (after a failed read, then in `finally`) is harmless
 
 
 class _Untrusted(Exception):
@@ -252,12 +252,22 @@ def open_source(path: str, backend: str = "pyav"):
     raise VideoReadError(f"{path}: cannot open video ({'; '.join(errors)})")
 
 
+def _decode(source, indices, path):
+    """`source.get(indices)`; any decoder failure becomes a VideoReadError naming the file."""
+    try:
+        return source.get(indices)
+    except VideoReadError:
+        raise
+    except Exception as e:  # FFmpeg's and decord's errors come in many types
+        raise VideoReadError(f"{path}: decoding failed ({type(e).__name__}: {e})") from e
+
+
 def read_clips(path: str, choose, backend: str = "pyav") -> list[np.ndarray]:
     """Decode the frames of several clips of one video in a single pass.
 
     `choose(num_frames)` returns a list of index sequences (one per clip); the
     result is one uint8 `(T, H, W, 3)` array per clip. A decord failure while
-    decoding retries the whole read with PyAV.
+    decoding retries the whole read with PyAV; whatever fails is a VideoReadError.
     """
     source = open_source(path, backend)
     try:
@@ -266,18 +276,16 @@ def read_clips(path: str, choose, backend: str = "pyav") -> list[np.ndarray]:
         if union[0] < 0 or union[-1] >= source.num_frames:
             raise ValueError(f"frame index out of range for {source.num_frames} frames")
         try:
-            frames = source.get(union)
-        except VideoReadError:
-            raise
-        except Exception as e:
+            frames = _decode(source, union, path)
+        except VideoReadError as first:
             if not isinstance(source, DecordVideo):
-                raise VideoReadError(f"{path}: decoding failed: {e}") from e
+                raise
             source.close()
             try:
                 source = PyAVVideo(path)
-            except Exception as e2:
-                raise VideoReadError(f"{path}: decoding failed (decord: {e}; pyav: {e2})") from e2
-            frames = source.get(union)
+            except Exception as e:
+                raise VideoReadError(f"{path}: decoding failed (decord: {first}; pyav: {e})") from e
+            frames = _decode(source, union, path)
     finally:
         source.close()
     where = {t: k for k, t in enumerate(union)}

@@ -18,13 +18,25 @@ import sys
 from preprocess import common
 
 TRAITS = ["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"]
+
+
+class _PlainData(pickle.Unpickler):
+    """Unpickles dicts, strings and numbers only: a pickle naming any class or function (which
+    plain `pickle.load` would import and call) is refused."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: an annotation file holds only "
+                                     f"dicts of names and scores")
 FILES = {"train": "annotation_training.pkl", "val": "annotation_validation.pkl", "test": "annotation_test.pkl"}
 
 
 def load(path) -> dict[str, list[float]]:
     common.require(path, "First Impressions annotation file")
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="latin1")  # the official files are Python 2 pickles
+    try:
+        with open(path, "rb") as f:
+            d = _PlainData(f, encoding="latin1").load()  # the official files are Python 2 pickles
+    except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise common.LayoutError(f"{path}: not a First Impressions annotation file ({e})") from e
     if not isinstance(d, dict) or any(t not in d for t in TRAITS):
         keys = sorted(d) if isinstance(d, dict) else type(d).__name__
         raise common.LayoutError(f"{path}: expected a dict with keys {TRAITS} (+ 'interview'), got {keys}")

@@ -15,8 +15,8 @@ def _write_prefixed(src_gz, dst, prefix):
             g.write(f"{prefix}/{line}")
 
 
-def test_release_csv_through_prefix_map(shared_dir, tmp_path):
-    split = shared_dir / "reference_splits/dfew/org/split01"
+def test_release_csv_through_prefix_map(data_dir, tmp_path):
+    split = data_dir / "reference_splits/dfew/org/split01"
     root = tmp_path / "DFEW"
     counts = {}
     for name in ("train", "test"):
@@ -36,8 +36,8 @@ def test_release_csv_through_prefix_map(shared_dir, tmp_path):
     ("mafw/single/split01/test.csv.gz", 11, 1839),
     ("crema-d/split01/train.csv.gz", 6, 5979),
 ])
-def test_reference_splits_load_gzipped(shared_dir, rel, classes, count):
-    samples = read_annotations(shared_dir / "reference_splits" / rel, data_root="/ds",
+def test_reference_splits_load_gzipped(data_dir, rel, classes, count):
+    samples = read_annotations(data_dir / "reference_splits" / rel, data_root="/ds",
                                num_classes=classes)
     assert len(samples) == count
     assert all(s.path.startswith("/ds/") and 0 <= s.label < classes for s in samples)
@@ -93,3 +93,35 @@ def test_empty_file_is_an_error(tmp_path):
     csv.write_text("\n")
     with pytest.raises(AnnotationError, match="no samples"):
         read_annotations(csv)
+
+
+def test_byte_order_mark_is_ignored(tmp_path):
+    csv = tmp_path / "bom.csv"
+    csv.write_bytes("\ufeffa.mp4 0\nb.mp4 1\n".encode("utf-8"))
+    assert [s.path for s in read_annotations(csv, data_root="/d")] == ["/d/a.mp4", "/d/b.mp4"]
+    gz = tmp_path / "bom.csv.gz"
+    with gzip.open(gz, "wb") as f:
+        f.write("\ufeffa.mp4 0\n".encode("utf-8"))
+    assert read_annotations(gz, data_root="/d")[0].path == "/d/a.mp4"
+
+
+def test_text_that_is_not_utf8_names_file_and_line(tmp_path):
+    csv = tmp_path / "latin1.csv"
+    csv.write_bytes("a.mp4 0\ncaf\xe9/b.mp4 1\n".encode("latin-1"))
+    with pytest.raises(AnnotationError, match=r"latin1.csv:2: not UTF-8 text \(byte 0xe9 at column 4\)"):
+        read_annotations(csv)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
+def test_non_finite_regression_targets_are_refused(tmp_path, value):
+    csv = tmp_path / "reg.csv"
+    csv.write_text(f"a.mp4 0.5 0.25\nb.mp4 {value} 0.5\n")
+    with pytest.raises(AnnotationError, match="reg.csv:2: non-finite regression target"):
+        read_annotations(csv)
+
+
+def test_missing_file_and_folder_are_annotation_errors(tmp_path):
+    with pytest.raises(AnnotationError, match="annotation file not found: .*nope.csv"):
+        read_annotations(tmp_path / "nope.csv")
+    with pytest.raises(AnnotationError, match="is a folder"):
+        read_annotations(tmp_path)

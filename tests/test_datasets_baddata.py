@@ -75,7 +75,7 @@ def test_cap_stops_with_the_list(mixed):
             for i in range(len(ds)):
                 ds[i]
     text = str(err.value)
-    assert "3 bad samples" in text and "missing.mp4" in text and "zero.mp4" in text and "cut.mp4" in text
+    assert "3 of 7 samples (42.86%) are unreadable" in text and "missing.mp4" in text and "zero.mp4" in text and "cut.mp4" in text
 
 
 def test_check_lists_every_bad_sample(mixed, capsys):
@@ -97,3 +97,41 @@ def test_check_command_exit_status(mixed):
                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                           timeout=120)
     assert good.returncode == 0 and good.stdout.strip() == "2 ok, 0 bad"
+
+
+def _loader_epochs(ds, epochs, workers=2, seed=0):
+    import torch
+    from torch.utils.data import DataLoader
+    from engine.common import EpochSampler
+    sampler = EpochSampler(ds, 1, 0, seed)
+    loader = DataLoader(ds, batch_size=16, sampler=sampler, num_workers=workers, persistent_workers=True,
+                        drop_last=True)
+    seen = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        for batch in loader:
+            seen += batch[2].tolist()
+    return seen, torch
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_cap_counts_each_bad_file_once_over_all_workers_and_epochs(mixed, tmp_path, seed):
+    """2 bad files in 242 (0.83%) stay under the 1% cap, whatever the workers and epochs."""
+    rows = ["good0.mp4 0"] * 120 + ["missing_a.mp4 1"] + ["good1.mp4 1"] * 120 + ["missing_b.mp4 2"]
+    csv = tmp_path / "242.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    ds = small(VideoClsDataset, csv, mode="train", data_root=str(mixed), max_bad_fraction=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BadSampleWarning)
+        seen, _ = _loader_epochs(ds, epochs=3, seed=seed)
+    assert len(seen) == 3 * (242 // 16) * 16 and not {120, 241} & set(seen)
+    assert ds.guard.known_bad.nonzero().flatten().tolist() == [120, 241]  # found by the workers, seen here
+
+    rows.append("missing_c.mp4 0")  # 3 in 243 (1.23%) is over the cap, and the message says so
+    csv.write_text("\n".join(rows) + "\n")
+    ds = small(VideoClsDataset, csv, mode="train", data_root=str(mixed), max_bad_fraction=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BadSampleWarning)
+        with pytest.raises(TooManyBadSamples, match=r"3 of 243 samples \(1\.23%\) are unreadable, more than "
+                                                    r"--max_bad_fraction 0\.01 \(1\.00%\)"):
+            _loader_epochs(ds, epochs=3, seed=seed)

@@ -83,7 +83,8 @@ def test_sampling_windows():
 def test_pretrain_items(grey80, tmp_path):
     csv = make_csv(tmp_path, [(grey80 / "v", 0), (grey80 / "short", 0)])
     ds = PretrainDataset(csv, input_size=64, mask_ratio=0.9)
-    clip, mask = ds[0]
+    clip, mask, index = ds[0]
+    assert index == 0
     assert clip.shape == (3, 16, 64, 64) and clip.dtype == torch.float32 and clip.is_contiguous()
     assert LOW - 1e-4 <= clip.min() and clip.max() <= HIGH + 1e-4
     assert mask.shape == (8 * 4 * 4,) and mask.dtype == torch.bool
@@ -92,10 +93,11 @@ def test_pretrain_items(grey80, tmp_path):
     assert all(b - a == 4 for a, b in zip(ids, ids[1:])) and ids[-1] < 80
     assert frame_ids(ds[1][0]) == [0] + [9] * 15  # short video: 10 // 4 = 2 frames spread, then padded
     ds = PretrainDataset(csv, input_size=32, num_frames=8, num_samples=3)
-    clips, masks = ds[0]
-    assert clips.shape == (3, 3, 8, 32, 32) and masks.shape == (3, 4 * 2 * 2)
+    clips, masks, indices = ds[0]
+    assert clips.shape == (3, 3, 8, 32, 32) and masks.shape == (3, 4 * 2 * 2) and indices.tolist() == [0] * 3
     batch = multiple_samples_collate([ds[0], ds[1]])
     assert batch[0].shape == (6, 3, 8, 32, 32) and batch[1].shape == (6, 16)
+    assert batch[2].tolist() == [0, 0, 0, 1, 1, 1]
 
 
 @pytest.mark.parametrize("side", [224, 112])

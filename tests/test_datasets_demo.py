@@ -96,7 +96,7 @@ def test_builders(demo, tmp_path):
     assert [s.path for s in val.samples] == [s.path for s in test.samples]
 
     pre = build_pretraining_dataset(namespace(demo))   # folder: takes pretrain.csv
-    clip, mask = pre[0]
+    clip, mask, _ = pre[0]
     assert clip.shape == (3, 8, 32, 32) and mask.shape == (4 * 2 * 2,) and int(mask.sum()) == 4 * 3
     minimal = argparse.Namespace(data_path=str(demo / "pretrain.csv"))  # every other field defaulted
     assert build_pretraining_dataset(minimal)[0][0].shape == (3, 16, 160, 160)

@@ -206,3 +206,28 @@ def test_png_folders_survive_decord_imported_first(tmp_path):
                          cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr
     assert eval(out.stdout) == [float(v) for v in indexed_frames(n=3).mean(axis=(1, 2, 3)).round(1)]
+
+
+def corrupt_tail(src, dst):
+    """An mp4 whose header and first frames are intact but whose later frames are noise: decord
+    opens it and fails while decoding, and so does PyAV."""
+    data = bytearray(open(src, "rb").read())
+    start, moov = data.find(b"mdat"), data.find(b"moov")
+    begin = (start + moov) // 2
+    data[begin:moov - 8] = np.random.default_rng(0).bytes(moov - 8 - begin)
+    open(dst, "wb").write(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_a_video_that_opens_but_cannot_be_decoded_is_a_read_error(tmp_path, backend):
+    path = str(tmp_path / "noisy.mp4")
+    write_mp4(str(tmp_path / "good.mp4"), np.random.default_rng(1).integers(0, 256, (40, 64, 64, 3), np.uint8))
+    corrupt_tail(str(tmp_path / "good.mp4"), path)
+    src = open_source(path, backend)  # the header is fine: the failure comes while decoding
+    src.close()
+    src.close()  # closing twice is harmless (the fallback path does)
+    with pytest.raises(VideoReadError, match="noisy.mp4: decoding failed"):
+        read_clips(path, lambda n: [[0, 10, 20, 30, 39]], backend)
+    from datasets import check
+    assert check.check_sample(path, backend).startswith(f"{path}: decoding failed")

@@ -70,6 +70,28 @@ def test_first_impressions(tmp_path, capsys):
     assert "expected a dict with keys" in capsys.readouterr().err
 
 
+class _Payload:
+    """What a crafted annotation file can carry: pickle calls ``os.system(...)`` while loading it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_annotation_pickle_runs_nothing(tmp_path, capsys):
+    root, marker = tmp_path / "fi", tmp_path / "ran"
+    root.mkdir()
+    for fname in first_impressions.FILES.values():
+        with open(root / fname, "wb") as f:
+            pickle.dump({t: {"a.mp4": _Payload(marker)} for t in first_impressions.TRAITS}, f, protocol=2)
+    assert common.run(first_impressions.main, ["--root", str(root), "--out", str(tmp_path / "out")]) == 2
+    assert not marker.exists()
+    assert "refusing to load posix.system" in capsys.readouterr().err
+
+
 def test_avcaffe(tmp_path, capsys):
     root = tmp_path / "avcaffe"
     subjects = ["aiim001", "aiim003", "aiim004", "aiim107"]  # 001 and 107 are official test subjects
