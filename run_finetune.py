@@ -3,6 +3,7 @@ import argparse
 import datetime
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -13,19 +14,21 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 
 import models  # noqa: F401  (registers the models)
-from datasets import build_dataset
+from datasets.build import build_dataset, multiple_samples_collate
 from datasets.registry import get_dataset_info
 from engine import distributed as dist
-from engine.checkpoint import resume, save_checkpoint
-from engine.common import add_common_args, amp_dtype, bool_arg, build_loader, grad_scaler, keep_freed_host_memory, \
-    prepare_output, seed_everything, wrap_model
-from engine.finetune import evaluate_records, predict, train_one_epoch
-from engine.logger import TensorboardLogger, append_log
+from engine.checkpoint import BEST, LATEST, Checkpointer, load_on_all_ranks, resume, training_state
+from engine.cli import UserError, explicit_options, run_entry
+from engine.common import add_common_args, amp_dtype, bool_arg, build_loader, check_args, grad_scaler, \
+    keep_freed_host_memory, prepare_output, seed_everything, wrap_model
+from engine.finetune import classification_loss, evaluate_records, predict
+from engine.interrupt import StopRequest, stopped
+from engine.logger import StepTrace, TensorboardLogger, append_log
 from engine.optim import Schedules, build_optimizer, effective_batch_size, scale_lr
 from engine.reports import format_table, write_reports
-from engine.train_step import Stepper
+from engine.train_step import Stepper, train_epoch
 from models import load_pretrained
-from models.checkpoint import load_checkpoint_file
+from models.checkpoint import adopt_checkpoint_config, checkpoint_args, load_checkpoint_file
 
 
 def get_args_parser():
@@ -45,7 +48,7 @@ def get_args_parser():
     p.add_argument("--init_scale", default=0.001, type=float)
     bool_arg(p, "--use_mean_pooling", True)
     bool_arg(p, "--keep_temporal_dim", False)
-    # augmentation (SPEC.md §3)
+    # augmentation (docs/recipes.md)
     p.add_argument("--aa", default="rand-m7-n4-mstd0.5-inc1", type=str)
     p.add_argument("--smoothing", default=0.1, type=float)
     p.add_argument("--reprob", default=0.25, type=float)
@@ -64,7 +67,10 @@ def get_args_parser():
     # evaluation
     p.add_argument("--finetune", default="", help="pre-trained (or fine-tuned) checkpoint to start from")
     p.add_argument("--model_key", default="model|module|state_dict", type=str)
-    bool_arg(p, "--eval", False, "only evaluate (multi-view) the --finetune/--resume checkpoint on the test split")
+    bool_arg(p, "--eval", False, "only evaluate (multi-view) the --finetune/--resume checkpoint on the test split; "
+                                 "the model and clip settings come from the checkpoint")
+    bool_arg(p, "--force_config", False, "with --eval: let command-line model/clip options override the "
+                                         "checkpoint's (by default a conflict is an error)")
     bool_arg(p, "--dist_eval", True, "shard evaluation over processes (metrics are still computed globally)")
     p.add_argument("--test_num_segment", default=2, type=int)
     p.add_argument("--test_num_crop", default=1, type=int)
@@ -77,16 +83,20 @@ def get_args_parser():
     return p
 
 
-def build_model(args, info):
+def build_model(args, info, checkpoint=None):
     model = timm.create_model(
         args.model, num_classes=info.num_outputs, all_frames=args.num_frames, img_size=args.input_size,
         tubelet_size=args.tubelet_size, drop_rate=args.drop, attn_drop_rate=args.attn_drop_rate,
         drop_path_rate=args.drop_path, init_scale=args.init_scale, use_mean_pooling=args.use_mean_pooling,
         keep_temporal_dim=args.keep_temporal_dim, stage_depths=args.stage_depths,
         num_bottleneck_tokens=args.num_bottleneck_tokens, temporal_kernel_size=args.temporal_kernel_size)
-    if args.finetune:
-        print(f"loading {args.finetune}")
-        load_pretrained(model, args.finetune, model_key=args.model_key)
+    if checkpoint is not None:
+        print(f"loading {args.finetune or args.resume}")
+        report = load_pretrained(model, checkpoint, model_key=args.model_key)
+        if args.eval and report["new_head"]:
+            raise UserError(f"the classifier of {args.finetune or args.resume} does not fit or is absent "
+                            f"({'; '.join(report['new_head'])}): --eval needs a fine-tuned checkpoint with as many "
+                            f"outputs as --data_set / --nb_classes ask for")
     if args.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model
@@ -122,7 +132,21 @@ def test(model, args, info, names, device, amp, prefix=""):
     return metrics
 
 
-def main(args):
+def evaluation_checkpoint(args, given):
+    """The checkpoint ``--eval`` tests, with the model and clip settings it was trained with adopted."""
+    path = args.finetune or args.resume
+    if not path:
+        raise UserError("--eval needs a checkpoint: --finetune PATH (or --resume PATH)")
+    checkpoint = load_checkpoint_file(path)
+    adopted = adopt_checkpoint_config(args, checkpoint_args(checkpoint), given, args.force_config)
+    if adopted:
+        print("from the checkpoint: " + ", ".join(f"{k}={v}" for k, v in adopted.items()))
+    return checkpoint
+
+
+def main(args, given=frozenset()):
+    """``given``: the options typed on the command line (they must agree with an evaluated checkpoint)."""
+    check_args(args)
     dist.init_distributed_mode(args)
     prepare_output(args)
     device = torch.device(args.device)
@@ -130,39 +154,38 @@ def main(args):
         keep_freed_host_memory()
     seed_everything(args.seed, dist.get_rank())
     amp = amp_dtype(args)
+    checkpoint = evaluation_checkpoint(args, given) if args.eval else None
     info = get_dataset_info(args.data_set, args.nb_classes, args.task)
     names = list(info.classes or info.targets)
     args.nb_classes = info.num_outputs
     args.num_targets = len(info.targets) if info.task == "regression" else None
     args.sampling_rate = args.sampling_rate or info.sampling_rate
     args.val_metric = args.val_metric or info.metric
-    args.patch_size = 16
     print(f"args: {json.dumps(vars(args), default=str)}")
 
-    model = build_model(args, info).to(device)
+    if checkpoint is None and args.finetune:
+        checkpoint = load_checkpoint_file(args.finetune)
+    model = build_model(args, info, checkpoint).to(device)
+    del checkpoint
     args.patch_size = model.patch_embed.proj.kernel_size[1]
     if args.eval:
-        if args.resume:
-            model.load_state_dict(load_checkpoint_file(args.resume)["model"])
-        elif not args.finetune:
-            raise SystemExit("--eval needs a checkpoint: --finetune PATH (or --resume PATH)")
         test(model, args, info, names, device, amp)
         dist.cleanup()
-        return
+        return 0
 
     train_set = build_dataset("train", args)
     val_set = build_dataset("val", args)
-    collate = getattr(__import__("datasets"), "multiple_samples_collate", None) if args.num_sample > 1 else None
+    collate = multiple_samples_collate if args.num_sample > 1 else None
     train_loader = build_loader(train_set, args, train=True, collate_fn=collate)
     val_loader = build_loader(val_set, args, train=False)
     steps_per_epoch = len(train_loader) // args.update_freq
     if steps_per_epoch == 0:
-        raise SystemExit(f"{len(train_set)} training clips give no full batch; lower --batch_size")
+        raise UserError(f"{len(train_set)} training clips give no full batch; lower --batch_size")
 
     mixup_fn = None
     if info.task != "regression" and (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax):
         if (args.batch_size * args.num_sample) % 2:
-            raise SystemExit("mixup/cutmix pairs clips within a batch: use an even --batch_size (or --mixup 0 --cutmix 0)")
+            raise UserError("mixup/cutmix pairs clips within a batch: use an even --batch_size (or --mixup 0 --cutmix 0)")
         mixup_fn = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
                          prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
                          label_smoothing=args.smoothing, num_classes=info.num_outputs)
@@ -176,51 +199,77 @@ def main(args):
     scaler = grad_scaler(device, amp)
     schedules = Schedules(args, optimizer, steps_per_epoch)
     model_ema = ModelEmaV3(model, decay=args.model_ema_decay) if args.model_ema else None
-    args.best_metric = None
-    start_epoch = max(args.start_epoch, resume(args, model, optimizer, scaler, model_ema))
+    checkpointer = Checkpointer(args.output_dir, args.keep_last)
+    checkpointer.remove_stale_temps()
+    start_epoch, start_it, resumed = resume(args, checkpointer, model, optimizer, scaler, model_ema)
+    start_epoch = max(args.start_epoch, start_epoch)
+    args.best_metric = (resumed or {}).get("best")
+    partial = (resumed or {}).get("partial")
+    del resumed
     stepper = Stepper(model_ddp, optimizer, schedules, scaler, args, model_ema)
+    compute_loss = classification_loss(model_ddp, criterion, device, amp, mixup_fn)
     tb = TensorboardLogger(args.log_dir)
+    trace = StepTrace(args.trace_steps)
     eval_model = lambda: model_ema.module if (model_ema is not None and args.model_ema_eval) else model  # noqa: E731
+
+    def state(epoch, **extra):
+        return training_state(model, optimizer, scaler, model_ema, args, epoch, best=args.best_metric, **extra)
 
     print(f"start training for {args.epochs} epochs from epoch {start_epoch}; best checkpoint by {args.val_metric}")
     start = time.time()
-    for epoch in range(start_epoch, args.epochs):
-        if hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
-        stats = train_one_epoch(model_ddp, criterion, train_loader, stepper, device, epoch,
-                                steps_per_epoch, amp, args, mixup_fn, tb)
-        record = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch}
-        last = epoch + 1 == args.epochs
-        if (epoch + 1) % args.val_freq == 0 or last:
-            records, _ = predict(eval_model(), val_loader, device, amp, args, header="Val:")
-            _, val_metrics = evaluate_records(records, val_set, info, names, args)
-            score = val_metrics[args.val_metric]
-            better = args.best_metric is None or (score < args.best_metric if args.val_metric == "mse"
-                                                  else score > args.best_metric)
-            if better:
-                args.best_metric = score
-                if args.output_dir:
-                    save_checkpoint(os.path.join(args.output_dir, "checkpoint-best.pth"), eval_model(), epoch=epoch,
-                                    args=args, best=score)
-            print(f"epoch {epoch}: val {args.val_metric} {score:.4f} (best {args.best_metric:.4f})")
-            record.update({f"val_{k}": v for k, v in val_metrics.items() if isinstance(v, (int, float))})
-            tb.update(head="val", step=epoch, **{k: v for k, v in val_metrics.items() if isinstance(v, (int, float))})
-        if args.output_dir and ((epoch + 1) % args.save_ckpt_freq == 0 or last):
-            save_checkpoint(os.path.join(args.output_dir, f"checkpoint-{epoch}.pth"), model, optimizer, scaler, epoch,
-                            args, model_ema, best=args.best_metric)
-        tb.update(head="epoch", step=epoch, **stats)
-        tb.flush()
-        append_log(args.output_dir, record)
+    with StopRequest() as stop:
+        for epoch in range(start_epoch, args.epochs):
+            skip = start_it if epoch == start_epoch else 0
+            train_loader.sampler.set_epoch(epoch, skip=skip * args.batch_size)
+            stats = train_epoch(model_ddp, train_loader, stepper, compute_loss, epoch, steps_per_epoch, args, tb,
+                                start_it=skip, partial=partial if skip else None, stop=stop, trace=trace)
+            if "stopped_at" in stats:
+                checkpointer.save(LATEST, state(epoch - 1, resume={"epoch": epoch, "iteration": stats["stopped_at"]},
+                                                partial=stats["partial"]))
+                trace.close()
+                return stopped(stop, checkpointer, epoch, stats["stopped_at"])
+            record = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch}
+            last = epoch + 1 == args.epochs
+            if (epoch + 1) % args.val_freq == 0 or last:
+                records, _ = predict(eval_model(), val_loader, device, amp, args, header="Val:")
+                _, val_metrics = evaluate_records(records, val_set, info, names, args)
+                score = val_metrics[args.val_metric]
+                better = args.best_metric is None or (score < args.best_metric if args.val_metric == "mse"
+                                                      else score > args.best_metric)
+                if better:
+                    args.best_metric = score
+                    checkpointer.save(BEST, training_state(eval_model(), args=args, epoch=epoch, best=score))
+                print(f"epoch {epoch}: val {args.val_metric} {score:.4f} (best {args.best_metric:.4f})")
+                numbers = {k: v for k, v in val_metrics.items() if isinstance(v, (int, float))}
+                record.update({f"val_{k}": v for k, v in numbers.items()})
+                tb.update(head="val", step=epoch, **numbers)
+            if (epoch + 1) % args.save_ckpt_freq == 0 or last:
+                checkpointer.save_epoch(epoch, state(epoch))
+            tb.update(head="epoch", step=epoch, **stats)
+            tb.flush()
+            append_log(args.output_dir, record)
+            if not last and stop.requested():
+                if (epoch + 1) % args.save_ckpt_freq:
+                    checkpointer.save(LATEST, state(epoch, resume={"epoch": epoch + 1, "iteration": 0}))
+                trace.close()
+                return stopped(stop, checkpointer, epoch + 1, 0)
+    trace.close()
     print(f"training time {datetime.timedelta(seconds=int(time.time() - start))}")
 
-    best = os.path.join(args.output_dir, "checkpoint-best.pth") if args.output_dir else ""
-    if best and os.path.exists(best):
-        dist.barrier()
-        model.load_state_dict(load_checkpoint_file(best)["model"])
+    best = os.path.join(args.output_dir, BEST) if args.output_dir else ""
+    if best and dist.from_rank0(lambda: os.path.exists(best)):
+        model.load_state_dict(load_on_all_ranks(best)["model"])
         print(f"testing the best checkpoint ({args.val_metric} {args.best_metric:.4f})")
     test(model, args, info, names, device, amp)
     dist.cleanup()
+    return 0
+
+
+def cli(argv=None):
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    return run_entry(main, args, explicit_options(parser, argv))
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli())

@@ -3,22 +3,24 @@ import argparse
 import datetime
 import json
 import math
-import os
+import sys
 import time
 
 import timm
 import torch
 
 import models  # noqa: F401  (registers the models)
-from datasets import build_pretraining_dataset
+from datasets.build import build_pretraining_dataset, multiple_samples_collate
 from engine import distributed as dist
-from engine.checkpoint import resume, save_checkpoint
-from engine.common import add_common_args, amp_dtype, bool_arg, build_loader, grad_scaler, keep_freed_host_memory, \
-    prepare_output, seed_everything, wrap_model
-from engine.logger import TensorboardLogger, append_log
+from engine.checkpoint import LATEST, Checkpointer, resume, training_state
+from engine.cli import RunError, UserError, run_entry
+from engine.common import add_common_args, amp_dtype, bool_arg, build_loader, check_args, grad_scaler, \
+    keep_freed_host_memory, prepare_output, seed_everything, wrap_model
+from engine.interrupt import StopRequest, stopped
+from engine.logger import StepTrace, TensorboardLogger, append_log
 from engine.optim import Schedules, build_optimizer, effective_batch_size, scale_lr
-from engine.pretrain import train_one_epoch
-from engine.train_step import Stepper
+from engine.pretrain import reconstruction_loss
+from engine.train_step import Stepper, train_epoch
 
 
 def get_args_parser():
@@ -38,6 +40,7 @@ def get_args_parser():
 
 
 def main(args):
+    check_args(args)
     dist.init_distributed_mode(args)
     prepare_output(args)
     device = torch.device(args.device)
@@ -59,12 +62,12 @@ def main(args):
     print(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
     dataset = build_pretraining_dataset(args)
-    collate = getattr(__import__("datasets"), "multiple_samples_collate", None) if args.num_samples > 1 else None
+    collate = multiple_samples_collate if args.num_samples > 1 else None
     loader = build_loader(dataset, args, train=True, collate_fn=collate)
     steps_per_epoch = len(loader) // args.update_freq
     if steps_per_epoch == 0:
-        raise SystemExit(f"{len(dataset)} clips give no full batch of {args.batch_size} x {args.world_size} "
-                         f"processes; lower --batch_size")
+        raise UserError(f"{len(dataset)} clips give no full batch of {args.batch_size} x {args.world_size} "
+                        f"processes; lower --batch_size")
     factor = scale_lr(args)
     print(f"{len(dataset)} clips, {steps_per_epoch} steps/epoch, effective batch {effective_batch_size(args)}, "
           f"lr {args.lr:.3e} (base {args.base_lr:.1e} x {factor:.3f})")
@@ -73,28 +76,55 @@ def main(args):
     optimizer = build_optimizer(args, model)
     scaler = grad_scaler(device, amp)
     schedules = Schedules(args, optimizer, steps_per_epoch)
-    start_epoch = max(args.start_epoch, resume(args, model, optimizer, scaler))
+    checkpointer = Checkpointer(args.output_dir, args.keep_last)
+    checkpointer.remove_stale_temps()
+    start_epoch, start_it, resumed = resume(args, checkpointer, model, optimizer, scaler)
+    start_epoch = max(args.start_epoch, start_epoch)
+    partial = (resumed or {}).get("partial")
+    del resumed
     stepper = Stepper(model_ddp, optimizer, schedules, scaler, args)
+    compute_loss = reconstruction_loss(model_ddp, device, amp, args.normlize_target)
     tb = TensorboardLogger(args.log_dir)
+    trace = StepTrace(args.trace_steps)
+
+    def state(epoch, **extra):
+        return training_state(model, optimizer, scaler, None, args, epoch, **extra)
 
     print(f"start training for {args.epochs} epochs from epoch {start_epoch}")
     start = time.time()
-    for epoch in range(start_epoch, args.epochs):
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        stats = train_one_epoch(model_ddp, loader, stepper, device, epoch, steps_per_epoch, amp, args, tb)
-        last = epoch + 1 == args.epochs
-        if args.output_dir and ((epoch + 1) % args.save_ckpt_freq == 0 or last):
-            save_checkpoint(os.path.join(args.output_dir, f"checkpoint-{epoch}.pth"), model, optimizer, scaler,
-                            epoch, args)
-        tb.update(head="epoch", step=epoch, **stats)
-        tb.flush()
-        append_log(args.output_dir, {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch})
-        if not math.isfinite(stats["loss"]):
-            raise SystemExit(f"epoch {epoch}: non-finite mean loss")
+    with StopRequest() as stop:
+        for epoch in range(start_epoch, args.epochs):
+            skip = start_it if epoch == start_epoch else 0
+            loader.sampler.set_epoch(epoch, skip=skip * args.batch_size)
+            stats = train_epoch(model_ddp, loader, stepper, compute_loss, epoch, steps_per_epoch, args, tb,
+                                start_it=skip, partial=partial if skip else None, stop=stop, trace=trace)
+            if "stopped_at" in stats:
+                checkpointer.save(LATEST, state(epoch - 1, resume={"epoch": epoch, "iteration": stats["stopped_at"]},
+                                                partial=stats["partial"]))
+                trace.close()
+                return stopped(stop, checkpointer, epoch, stats["stopped_at"])
+            last = epoch + 1 == args.epochs
+            if (epoch + 1) % args.save_ckpt_freq == 0 or last:
+                checkpointer.save_epoch(epoch, state(epoch))
+            tb.update(head="epoch", step=epoch, **stats)
+            tb.flush()
+            append_log(args.output_dir, {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch})
+            if not math.isfinite(stats["loss"]):
+                raise RunError(f"epoch {epoch}: non-finite mean loss")
+            if not last and stop.requested():
+                if (epoch + 1) % args.save_ckpt_freq:
+                    checkpointer.save(LATEST, state(epoch, resume={"epoch": epoch + 1, "iteration": 0}))
+                trace.close()
+                return stopped(stop, checkpointer, epoch + 1, 0)
+    trace.close()
     print(f"training time {datetime.timedelta(seconds=int(time.time() - start))}")
     dist.cleanup()
+    return 0
+
+
+def cli(argv=None):
+    return run_entry(main, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli())

@@ -1,14 +1,41 @@
-"""Atomic, resumable training checkpoints loadable with ``weights_only=True``."""
+"""Training checkpoints: atomic writes that fail in plain words, retention, and resumption that
+refuses to mix a run with one of other settings.
+
+Files in ``--output_dir``: ``checkpoint-N.pth`` after epoch N (every ``--save_ckpt_freq`` epochs
+and the last), ``checkpoint-best.pth`` (the best validation score), ``checkpoint-latest.pth``
+(written when a stop is requested, possibly mid-epoch). Each holds where training continues:
+``resume = {"epoch": e, "iteration": i}``, the next epoch and the micro-batches of it already done.
+"""
 import argparse
+import errno
 import glob
 import os
 import re
+import shutil
 
 import torch
 
-from models.checkpoint import load_checkpoint_file
+from models.checkpoint import CheckpointReadError, load_checkpoint_file
 
-from .distributed import is_main_process
+from .cli import RunError, UserError
+from .distributed import from_rank0, is_dist, all_gather_objects, is_main_process
+
+BEST, LATEST = "checkpoint-best.pth", "checkpoint-latest.pth"
+_TEMP = re.compile(r"checkpoint-.*\.pth\.tmp\d+$")
+_EPOCH = re.compile(r"checkpoint-(\d+)\.pth$")
+
+# Options that may differ between a run and its resumption without changing its result: where
+# things are written or read from, how fast, how much is printed or kept.
+RUN_CONTROL = frozenset({
+    "output_dir", "log_dir", "resume", "auto_resume", "force_resume", "start_epoch", "num_workers", "pin_mem",
+    "print_freq", "device", "gpu", "rank", "local_rank", "distributed", "dist_url", "dist_on_itp",
+    "dist_timeout", "save_ckpt_freq", "keep_last", "trace_steps", "backend", "strict", "max_bad_fraction",
+    "data_root", "prefix_map", "dist_eval", "save_feature", "best_metric", "eval", "force_config", "compile",
+})
+
+
+class CheckpointSaveError(RunError):
+    """A checkpoint could not be written; the previous ones are intact."""
 
 
 def _plain(value):
@@ -26,10 +53,58 @@ def args_dict(args):
     return {k: _plain(v) for k, v in (vars(args) if isinstance(args, argparse.Namespace) else args).items()}
 
 
-def save_checkpoint(path, model, optimizer=None, scaler=None, epoch=None, args=None, model_ema=None, **extra):
-    """Write to a temporary file, then rename: a run killed mid-write never leaves a cut file."""
+def _tensor_bytes(obj):
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _mb(n):
+    return f"{n / 2 ** 20:.0f} MB"
+
+
+def save_checkpoint(path, state):
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename); main process only.
+
+    Fails with :class:`CheckpointSaveError` in plain words when the disk cannot hold it, leaving
+    no temporary file behind and the previous checkpoints as they were.
+    """
     if not is_main_process():
         return
+    folder = os.path.dirname(os.path.abspath(path))
+    need = _tensor_bytes(state) + (1 << 20)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise CheckpointSaveError(f"no space left on device for {path}: it needs about {_mb(need)}, "
+                                  f"{_mb(free)} free in {folder}; nothing was written")
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:  # a Python file: a failed write raises OSError with its errno
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(folder).free
+            raise CheckpointSaveError(f"no space left on device for {path}: it needs about {_mb(need)}, "
+                                      f"{_mb(free)} free in {folder}; the partial file was removed") from e
+        if isinstance(e, OSError):
+            raise CheckpointSaveError(f"cannot write {path}: {e.strerror or e}; the partial file was removed") from e
+        raise
+
+
+def training_state(model, optimizer=None, scaler=None, model_ema=None, args=None, epoch=None, resume=None,
+                   **extra):
+    """The dict a checkpoint holds (``epoch`` is the last completed one, as in the release)."""
     state = {"model": model.state_dict(), "epoch": epoch, "args": args_dict(args or {})}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
@@ -37,54 +112,147 @@ def save_checkpoint(path, model, optimizer=None, scaler=None, epoch=None, args=N
         state["scaler"] = scaler.state_dict()
     if model_ema is not None:
         state["model_ema"] = model_ema.module.state_dict()
+    if resume is not None:
+        state["resume"] = dict(resume)
     state.update(extra)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return state
 
 
-def epoch_checkpoints(output_dir):
-    """``checkpoint-N.pth`` files, newest epoch first."""
-    found = []
-    for path in glob.glob(os.path.join(output_dir, "checkpoint-*.pth")):
-        m = re.fullmatch(r"checkpoint-(\d+)\.pth", os.path.basename(path))
-        if m:
-            found.append((int(m.group(1)), path))
-    return [p for _, p in sorted(found, reverse=True)]
-
-
-def find_resume_checkpoint(output_dir):
-    """Newest epoch checkpoint that loads; unreadable ones are reported and skipped."""
-    for path in epoch_checkpoints(output_dir):
-        try:
-            return path, load_checkpoint_file(path)
-        except Exception as err:  # a file damaged on disk must not stop the resume
-            print(f"auto-resume: skipping unreadable {path}: {err}")
-    return None, None
-
-
-def resume(args, model, optimizer=None, scaler=None, model_ema=None):
-    """Restore from ``--resume`` or, with ``--auto_resume``, the newest checkpoint. Returns start epoch."""
-    path, ckpt = None, None
-    if args.resume:
-        path, ckpt = args.resume, load_checkpoint_file(args.resume)
-    elif args.auto_resume and args.output_dir:
-        path, ckpt = find_resume_checkpoint(args.output_dir)
-    if ckpt is None:
-        return 0
-    model.load_state_dict(ckpt["model"])
-    start = 0
+def resume_position(ckpt):
+    """``(epoch, iteration)`` where training continues after ``ckpt``."""
+    if isinstance(ckpt.get("resume"), dict):
+        return int(ckpt["resume"]["epoch"]), int(ckpt["resume"].get("iteration", 0))
     if isinstance(ckpt.get("epoch"), int):
-        start = ckpt["epoch"] + 1
+        return ckpt["epoch"] + 1, 0
+    return 0, 0
+
+
+class Checkpointer:
+    """The checkpoint files of one run folder: saving, retention, stale temporary files, resume."""
+
+    def __init__(self, output_dir, keep_last=None):
+        self.output_dir = output_dir
+        self.keep_last = keep_last
+
+    def path(self, name):
+        return os.path.join(self.output_dir, name)
+
+    def epoch_checkpoints(self):
+        """``checkpoint-N.pth`` files, newest epoch first."""
+        found = []
+        for path in glob.glob(self.path("checkpoint-*.pth")):
+            m = _EPOCH.fullmatch(os.path.basename(path))
+            if m:
+                found.append((int(m.group(1)), path))
+        return [p for _, p in sorted(found, reverse=True)]
+
+    def remove_stale_temps(self):
+        """Delete temporary files that killed runs left in this folder (main process only)."""
+        if not self.output_dir or not is_main_process():
+            return
+        stale = [p for p in glob.glob(self.path("checkpoint-*.pth.tmp*")) if _TEMP.search(os.path.basename(p))]
+        size = sum(os.path.getsize(p) for p in stale)
+        for p in stale:
+            os.remove(p)
+        if stale:
+            print(f"removed {len(stale)} partial checkpoint file(s) of interrupted runs ({_mb(size)})")
+
+    def save(self, name, state):
+        if self.output_dir:
+            save_checkpoint(self.path(name), state)
+
+    def save_epoch(self, epoch, state):
+        """``checkpoint-<epoch>.pth``; a stop checkpoint it supersedes and old ones beyond --keep_last go."""
+        if not self.output_dir or not is_main_process():
+            return
+        self.save(f"checkpoint-{epoch}.pth", state)
+        if os.path.exists(self.path(LATEST)):
+            os.remove(self.path(LATEST))
+        if self.keep_last:
+            for old in self.epoch_checkpoints()[self.keep_last:]:
+                os.remove(old)
+
+    def _newest(self):
+        """``(path, position)`` of the checkpoint furthest into training, or ``(None, None)``."""
+        best = (None, None)
+        candidates = ([self.path(LATEST)] if os.path.exists(self.path(LATEST)) else []) + self.epoch_checkpoints()
+        for path in candidates:
+            try:
+                position = resume_position(load_checkpoint_file(path, mmap=True))
+            except CheckpointReadError as err:  # a file damaged on disk must not stop the resume
+                print(f"auto-resume: skipping unreadable {path}: {err}")
+                continue
+            if best[1] is None or position > best[1]:
+                best = (path, position)
+            if path != self.path(LATEST):
+                break  # epoch checkpoints come newest first: the first readable one is the newest
+        return best
+
+    def find_resume(self, resume_arg, auto_resume):
+        """The file to resume from (``--resume``, else the newest here with ``--auto_resume``), or None.
+
+        Rank 0 decides for all ranks, so ranks with their own (node-local) output folders agree.
+        """
+        def decide():
+            if resume_arg:
+                if not os.path.isfile(resume_arg):
+                    raise UserError(f"--resume {resume_arg}: no such checkpoint")
+                return resume_arg
+            if auto_resume and self.output_dir:
+                return self._newest()[0]
+            return None
+        return from_rank0(decide)
+
+
+def load_on_all_ranks(path):
+    """Load ``path`` on every rank; ranks that cannot see the file get rank 0's copy."""
+    if not is_dist() or all(all_gather_objects(os.path.isfile(path))):
+        return load_checkpoint_file(path)
+    return from_rank0(lambda: load_checkpoint_file(path))
+
+
+def changed_args(recorded, current):
+    """``[(name, recorded value, current value)]`` of the result-changing options that differ."""
+    current = args_dict(current)
+    out = []
+    for key in sorted(set(recorded) & set(current)):
+        if key in RUN_CONTROL or key.startswith("_"):
+            continue
+        if recorded[key] != current[key]:
+            out.append((key, recorded[key], current[key]))
+    return out
+
+
+def check_same_run(path, ckpt, args):
+    """Refuse to resume ``ckpt`` under options that change the result, unless ``--force_resume``."""
+    diff = changed_args(ckpt.get("args") or {}, args)
+    if not diff:
+        return
+    lines = "\n".join(f"    --{k}: {old!r} in the checkpoint, {new!r} now" for k, old, new in diff)
+    if getattr(args, "force_resume", False):
+        print(f"WARNING: resuming {path} with {len(diff)} changed option(s) (--force_resume):\n{lines}")
+        return
+    raise UserError(
+        f"{path} belongs to a run with other settings; resuming it would mix the two:\n{lines}\n"
+        f"  Start a new run with another --output_dir (or --auto_resume False), or add --force_resume True "
+        f"to continue that run with the new values.")
+
+
+def resume(args, checkpointer, model, optimizer=None, scaler=None, model_ema=None):
+    """Restore from ``--resume`` or the newest checkpoint; returns ``(epoch, iteration, checkpoint)``."""
+    path = checkpointer.find_resume(args.resume, args.auto_resume)
+    if path is None:
+        return 0, 0, None
+    ckpt = load_on_all_ranks(path)
+    check_same_run(path, ckpt, args)
+    model.load_state_dict(ckpt["model"])
     if optimizer is not None and "optimizer" in ckpt:
         optimizer.load_state_dict(ckpt["optimizer"])
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     if model_ema is not None and "model_ema" in ckpt:
         model_ema.module.load_state_dict(ckpt["model_ema"])
-    if "best" in ckpt and hasattr(args, "best_metric"):
-        args.best_metric = ckpt["best"]
-    print(f"resumed from {path} (next epoch {start})")
-    return start
+    epoch, iteration = resume_position(ckpt)
+    where = f"epoch {epoch}" + (f", iteration {iteration}" if iteration else "")
+    print(f"resumed from {path} (next: {where})")
+    return epoch, iteration, ckpt

@@ -62,6 +62,9 @@ def add_common_args(p):
                    help="video decoder (same frames either way); pyav skips the non-reference frames a "
                         "clip does not use, decord cannot, and falls back to pyav where it fails")
     bool_arg(p, "--strict", False, "raise on the first bad sample instead of replacing it")
+    p.add_argument("--max_bad_fraction", default=0.01, type=float,
+                   help="stop when more than this fraction of a split's samples is unreadable (counted once "
+                        "per file over all workers and epochs)")
     p.add_argument("--num_workers", default=8, type=int)
     bool_arg(p, "--pin_mem", True)
     # output and run control
@@ -73,10 +76,18 @@ def add_common_args(p):
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--resume", default="", help="checkpoint to resume from")
     bool_arg(p, "--auto_resume", True, "continue from the newest complete checkpoint in --output_dir")
+    bool_arg(p, "--force_resume", False, "resume even when result-changing options differ from the checkpoint's "
+                                         "(by default that is refused, with the list of differences)")
+    p.add_argument("--keep_last", default=None, type=int,
+                   help="keep only the newest K periodic checkpoints (best and latest are always kept)")
+    p.add_argument("--trace_steps", default=None,
+                   help="append one JSON line per training iteration (epoch, step, lr, sample indices) to this file")
     p.add_argument("--start_epoch", default=0, type=int)
     p.add_argument("--print_freq", default=20, type=int)
     bool_arg(p, "--compile", False, "torch.compile the model (same numbers as eager, faster steps after warm-up)")
     p.add_argument("--local_rank", "--local-rank", default=-1, type=int, help="ignored; torchrun sets LOCAL_RANK")
+    p.add_argument("--dist_timeout", default=30, type=int,
+                   help="minutes a process waits in a collective call for the others before the run fails")
     p.add_argument("--dist_on_itp", default=False, type=str2bool, help=argparse.SUPPRESS)
     p.add_argument("--dist_url", default="env://", help=argparse.SUPPRESS)
     return p
@@ -148,34 +159,81 @@ def wrap_model(model, args, device):
     return wrapped
 
 
+class EpochSampler(torch.utils.data.DistributedSampler):
+    """This process's share of a permutation fixed by (seed, epoch), whatever the number of processes
+    and of earlier runs; ``set_epoch(e, skip=n)`` starts the epoch after its first ``n`` samples, so a
+    run stopped mid-epoch continues with exactly the samples it had not yet seen."""
+
+    def __init__(self, dataset, num_replicas, rank, seed, shuffle=True):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.skip = 0
+
+    def set_epoch(self, epoch, skip=0):
+        super().set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self):
+        return self.num_samples - self.skip
+
+
 def build_loader(dataset, args, train, collate_fn=None):
     from .distributed import get_rank, get_world_size, is_dist
 
-    if is_dist() and (train or getattr(args, "dist_eval", True)):
+    if train:
+        sampler = EpochSampler(dataset, get_world_size(), get_rank(), args.seed)
+    elif is_dist() and getattr(args, "dist_eval", True):
         sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=get_world_size(), rank=get_rank(),
-                                                      shuffle=train, seed=args.seed)
-    elif train:
-        sampler = torch.utils.data.RandomSampler(dataset)
+                                                      shuffle=False)
     else:
         sampler = torch.utils.data.SequentialSampler(dataset)
     workers = args.num_workers
-    batch = args.batch_size if train else getattr(args, "eval_batch_size", None) or args.batch_size
     return torch.utils.data.DataLoader(
-        dataset, sampler=sampler, batch_size=batch, num_workers=workers, drop_last=train,
+        dataset, sampler=sampler, batch_size=args.batch_size, num_workers=workers, drop_last=train,
         pin_memory=args.pin_mem and str(args.device).startswith("cuda"), persistent_workers=workers > 0 and train,
         collate_fn=collate_fn, worker_init_fn=_worker_init if workers > 0 else None)
 
 
 def _worker_init(worker_id):
     # Decoders and numpy get their own seeds per worker; torch threads stay at 1 inside workers.
+    from .interrupt import ignore_stop_signals
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
     torch.set_num_threads(1)
+    ignore_stop_signals()
+
+
+def check_args(args):
+    """Values no run can use, as one user error before anything starts."""
+    from .cli import UserError
+    for name in ("batch_size", "epochs", "update_freq", "num_frames", "input_size", "tubelet_size", "print_freq",
+                 "save_ckpt_freq", "dist_timeout"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} must be at least 1, not {value}")
+    if getattr(args, "keep_last", None) is not None and args.keep_last < 1:
+        raise UserError(f"--keep_last must be at least 1, not {args.keep_last}")
+    if getattr(args, "num_workers", 0) < 0:
+        raise UserError(f"--num_workers must be 0 or more, not {args.num_workers}")
+    if not 0 <= getattr(args, "max_bad_fraction", 0) <= 1:
+        raise UserError(f"--max_bad_fraction must be between 0 and 1, not {args.max_bad_fraction}")
+    if args.num_frames % args.tubelet_size:
+        raise UserError(f"--num_frames {args.num_frames} is not a multiple of --tubelet_size {args.tubelet_size}")
+    import timm
+    if not timm.is_model(args.model):
+        import models
+        raise UserError(f"unknown --model {args.model!r}; registered: {', '.join(models.MODEL_NAMES)}")
 
 
 def prepare_output(args):
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
+    elif getattr(args, "eval", False):
+        print("WARNING: no --output_dir: the reports (pred.csv, metrics.json) will not be written", flush=True)
+    else:
+        print("WARNING: no --output_dir: nothing of this run (checkpoints, logs, reports) will be saved", flush=True)
     if args.log_dir is None and args.output_dir:
         args.log_dir = os.path.join(args.output_dir, "tb")

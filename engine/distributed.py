@@ -6,6 +6,10 @@ import os
 import torch
 import torch.distributed as dist
 
+# A CPU (gloo) group for small control messages (stop requests, decisions rank 0 broadcasts):
+# with NCCL these would otherwise need a GPU tensor and a host sync every step.
+_CONTROL = None
+
 
 def is_dist():
     return dist.is_available() and dist.is_initialized()
@@ -63,9 +67,12 @@ def init_distributed_mode(args):
         args.device = f"cuda:{args.gpu}"
     if not args.distributed:
         return
+    global _CONTROL
     backend = "nccl" if use_cuda else "gloo"
+    timeout = datetime.timedelta(minutes=getattr(args, "dist_timeout", 30))
     dist.init_process_group(backend=backend, init_method="env://", world_size=args.world_size, rank=args.rank,
-                            timeout=datetime.timedelta(minutes=int(os.environ.get("SVFAP_DIST_TIMEOUT_MIN", 30))))
+                            timeout=timeout)
+    _CONTROL = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None
     print(f"| distributed init (rank {args.rank}/{args.world_size}, {backend})", flush=True)
     barrier()
     _silence_non_main(args.rank == 0)
@@ -78,6 +85,36 @@ def all_gather_objects(obj):
     out = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def any_rank(flag):
+    """True on every rank when ``flag`` is true on any: one decision all ranks act on together."""
+    if not is_dist():
+        return bool(flag)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_CONTROL)
+    return bool(t.item())
+
+
+def from_rank0(fn):
+    """``fn()`` run on rank 0 only, its result (or its exception) given to every rank.
+
+    For decisions that must not differ between ranks, e.g. what a file system shows when ranks
+    have their own output folders.
+    """
+    if not is_dist():
+        return fn()
+    box = [None]
+    if is_main_process():
+        try:
+            box[0] = (True, fn())
+        except Exception as e:  # re-raised on every rank below, so no rank waits alone
+            box[0] = (False, e)
+    dist.broadcast_object_list(box, src=0, group=_CONTROL)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
 
 
 def all_reduce_mean(value):

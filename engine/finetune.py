@@ -15,32 +15,17 @@ def mix_video(mixup_fn, videos, targets):
     return mixed.reshape(b, c, t, h, w), targets
 
 
-def train_one_epoch(model, criterion, loader, stepper, device, epoch, steps_per_epoch, amp, args,
-                    mixup_fn=None, tb=None):
-    model.train()
-    logger = MetricLogger()
-    header = f"Epoch: [{epoch}]"
-    loss_sum = torch.zeros((), device=device)
-    count = 0
-    for it, batch, should_log in logger.log_every(loader, args.print_freq, header,
-                                                  samples_per_iter=args.batch_size * args.world_size):
-        if it // stepper.update_freq >= steps_per_epoch:
-            break
-        videos, targets = batch[0], batch[1]
-        global_step = stepper.start(it, epoch, steps_per_epoch)
-        videos = videos.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
+def classification_loss(model, criterion, device, amp, mixup_fn=None):
+    """``compute_loss(batch)`` for :func:`engine.train_step.train_epoch`: clips, targets, indices."""
+    def compute_loss(batch):
+        videos = batch[0].to(device, non_blocking=True)
+        targets = batch[1].to(device, non_blocking=True)
         if mixup_fn is not None:
             videos, targets = mix_video(mixup_fn, videos, targets)
         with autocast(device, amp):
             outputs = model(videos)
-        loss = criterion(outputs.float(), targets)
-        norm = stepper(loss, it, global_step, want_norm=should_log)
-        loss_sum += loss.detach()
-        count += 1
-        if should_log:
-            stepper.log(logger, tb, loss, norm, global_step)
-    return stepper.epoch_stats(loss_sum, count)
+        return criterion(outputs.float(), targets)
+    return compute_loss
 
 
 @torch.no_grad()

@@ -67,15 +67,16 @@ class MetricLogger:
     def __str__(self):
         return self.delimiter.join(f"{k}: {v}" for k, v in self.meters.items())
 
-    def log_every(self, iterable, print_freq, header="", samples_per_iter=None):
-        """Yields ``(index, item, should_log)``; prints a progress line whenever ``should_log``."""
-        total = len(iterable)
-        start = last = time.time()
+    def log_every(self, iterable, print_freq, header="", samples_per_iter=None, start=0):
+        """Yields ``(index, item, should_log)``, indices from ``start`` (an epoch resumed part-way);
+        prints a progress line whenever ``should_log``."""
+        total = start + len(iterable)
+        begin = time.time()
         data_time = SmoothedValue(fmt="{avg:.3f}")
         iter_time = SmoothedValue(fmt="{avg:.3f}")
         end = time.time()
         width = len(str(total))
-        for i, item in enumerate(iterable):
+        for i, item in enumerate(iterable, start):
             data_time.update(time.time() - end)
             should_log = i % print_freq == 0 or i == total - 1
             yield i, item, should_log
@@ -87,11 +88,10 @@ class MetricLogger:
                     extra = f"  clips/s: {samples_per_iter / max(iter_time.avg, 1e-9):.1f}"
                 print(f"{header} [{i:>{width}}/{total}]  eta: {eta}  {self}  time: {iter_time}  data: {data_time}"
                       f"{extra}", flush=True)
-                last = time.time()
             end = time.time()
-        total_time = datetime.timedelta(seconds=int(time.time() - start))
-        print(f"{header} total time: {total_time} ({(time.time() - start) / max(total, 1):.3f} s / it)", flush=True)
-        del last
+        total_time = datetime.timedelta(seconds=int(time.time() - begin))
+        print(f"{header} total time: {total_time} ({(time.time() - begin) / max(total - start, 1):.3f} s / it)",
+              flush=True)
 
 
 class TensorboardLogger:
@@ -120,8 +120,28 @@ class TensorboardLogger:
             self.writer.flush()
 
 
+class StepTrace:
+    """``--trace_steps``: one JSON line per training iteration of the main process (its samples)."""
+
+    def __init__(self, path):
+        self.file = None
+        if path and is_main_process():
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, **record):
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+
+
 def append_log(output_dir, record):
     """One JSON object per epoch in ``log.txt`` (main process only)."""
     if output_dir and is_main_process():
+        from .metrics import finite_metrics
         with open(os.path.join(output_dir, "log.txt"), "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(finite_metrics(record), allow_nan=False) + "\n")

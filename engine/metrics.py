@@ -1,4 +1,6 @@
 """Task metrics, computed once on the full (gathered) predictions."""
+import math
+
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
@@ -23,6 +25,8 @@ def classification_metrics(targets, preds, num_classes):
 
 def pcc(x, y):
     x, y = np.asarray(x, float), np.asarray(y, float)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return float("nan")  # reported as such (see finite_metrics), never as a plausible number
     if x.std() == 0 or y.std() == 0:
         return 0.0
     return float(np.corrcoef(x, y)[0, 1])
@@ -31,6 +35,8 @@ def pcc(x, y):
 def ccc(x, y):
     """Lin's concordance correlation coefficient (population moments)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return float("nan")
     cov = np.mean((x - x.mean()) * (y - y.mean()))
     denom = x.var() + y.var() + (x.mean() - y.mean()) ** 2
     return float(2 * cov / denom) if denom > 0 else 0.0
@@ -52,3 +58,24 @@ def regression_metrics(targets, preds, target_names):
 
 def summary_keys(task):
     return ["uar", "war", "weighted_f1", "macro_f1"] if task != "regression" else ["pcc", "ccc", "acc", "mse"]
+
+
+def finite_metrics(metrics):
+    """``metrics`` with every NaN or infinite number replaced by None, and the replaced keys listed
+    under ``non_finite`` with the reason, so a metrics file is strict JSON and says what went wrong."""
+    bad = {}
+
+    def clean(value, key):
+        if isinstance(value, dict):
+            return {k: clean(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, float) and not math.isfinite(value):
+            bad[key] = f"{value} (the predictions hold NaN or inf: the model diverged, or its outputs overflowed)"
+            return None
+        return value
+
+    out = clean(metrics, "")
+    if bad:
+        out["non_finite"] = bad
+    return out

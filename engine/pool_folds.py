@@ -1,6 +1,9 @@
 """Pool the test predictions of every fold and compute a dataset's overall metrics, as the paper does.
 
     python -m engine.pool_folds --data_set DFEW --pred_dirs out/fold1 out/fold2 ... [--output_dir out/pooled]
+
+Every fold's pred.csv must hold the dataset's classes (or targets), in its order, and each video
+may appear in one fold only. Without --data_set the classes are read from the pred.csv files.
 """
 import argparse
 import json
@@ -9,43 +12,103 @@ import sys
 
 import pandas as pd
 
-from datasets.registry import get_dataset_info
+from datasets.registry import DatasetInfo, get_dataset_info
 
+from .cli import UserError, run_entry
+from .metrics import finite_metrics
 from .reports import format_table, metrics_from_frame, write_reports
 
+TASKS = ("classification", "regression", "clip_classification")
 
-def pool(pred_dirs, info):
+
+def read_fold(path):
+    path = path if path.endswith(".csv") else os.path.join(path, "pred.csv")
+    if not os.path.isfile(path):
+        raise UserError(f"no predictions at {path}: run the fold's --eval first")
+    try:
+        return path, pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not a pred.csv written by run_finetune.py: {e}") from e
+
+
+def columns_of(frame):
+    """``(task kind, output names)`` a pred.csv holds: score_<class> or target_/pred_<target> columns."""
+    if "prediction" in frame.columns:
+        return "classification", [c[len("score_"):] for c in frame.columns if c.startswith("score_")]
+    if any(c.startswith("pred_") for c in frame.columns):
+        return "regression", [c[len("pred_"):] for c in frame.columns if c.startswith("pred_")]
+    return None, []
+
+
+def check_fold(path, frame, info):
+    kind, names = columns_of(frame)
+    want_kind = "regression" if info.task == "regression" else "classification"
+    want = list(info.classes or info.targets)
+    if kind is None or "id" not in frame.columns:
+        raise UserError(f"{path} is not a pred.csv written by run_finetune.py (columns: {', '.join(frame.columns)})")
+    if kind != want_kind:
+        raise UserError(f"{path} holds {kind} predictions, but {info.name} is a {want_kind} task")
+    if names != want:
+        what = "classes" if want_kind == "classification" else "targets"
+        raise UserError(f"{path} has {len(names)} {what} ({', '.join(names)}), but {info.name} has {len(want)} "
+                        f"({', '.join(want)}): pool with the --data_set (or --nb_classes) these predictions were "
+                        f"made for")
+
+
+def pool(pred_dirs, info=None):
+    """Pooled frame, metrics and names; ``info`` None reads the classes from the first pred.csv."""
+    paths = [os.path.realpath(d if d.endswith(".csv") else os.path.join(d, "pred.csv")) for d in pred_dirs]
+    repeated = sorted({p for p in paths if paths.count(p) > 1})
+    if repeated:
+        raise UserError(f"the same fold is given more than once: {', '.join(repeated)}")
     frames = []
     for d in pred_dirs:
-        path = d if d.endswith(".csv") else os.path.join(d, "pred.csv")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no predictions at {path}: run the fold's --eval first")
-        frames.append(pd.read_csv(path).assign(fold=os.path.basename(os.path.dirname(os.path.abspath(path)))))
+        path, frame = read_fold(d)
+        if info is None:
+            kind, names = columns_of(frame)
+            if kind is None:
+                raise UserError(f"{path} is not a pred.csv written by run_finetune.py")
+            info = DatasetInfo("pooled", kind, classes=tuple(names) if kind == "classification" else (),
+                               targets=tuple(names) if kind == "regression" else ())
+        check_fold(path, frame, info)
+        frames.append(frame.assign(fold=os.path.basename(os.path.dirname(os.path.abspath(path)))))
     frame = pd.concat(frames, ignore_index=True)
+    twice = frame[frame["id"].duplicated(keep=False)]
+    if len(twice):
+        folds = sorted(set(twice["fold"]))
+        raise UserError(f"{twice['id'].nunique()} video(s) appear in more than one fold ({', '.join(folds)}), e.g. "
+                        f"{twice['id'].iloc[0]}: cross-validation folds test disjoint videos")
     names = list(info.classes or info.targets)
     task = "regression" if info.task == "regression" else "classification"
-    return frame, metrics_from_frame(frame, task, names), names
+    return frame, metrics_from_frame(frame, task, names), names, info
 
 
-def main(argv=None):
+def run(argv=None):
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("--data_set", required=True)
-    p.add_argument("--nb_classes", type=int, default=None)
-    p.add_argument("--task", default=None)
+    p.add_argument("--data_set", default=None, help="registered dataset name, or custom (default: the classes of "
+                                                    "the pred.csv files)")
+    p.add_argument("--nb_classes", type=int, default=None, help="classes (targets) of --data_set custom")
+    p.add_argument("--task", default=None, choices=TASKS, help="task of --data_set custom")
     p.add_argument("--pred_dirs", nargs="+", required=True, help="fold output folders (or pred.csv files)")
     p.add_argument("--output_dir", default=None, help="write pooled pred.csv, metrics.json and plots here")
     args = p.parse_args(argv)
-    info = get_dataset_info(args.data_set, args.nb_classes, args.task)
-    frame, metrics, names = pool(args.pred_dirs, info)
+    info = get_dataset_info(args.data_set, args.nb_classes, args.task) if args.data_set else None
+    frame, metrics, names, info = pool(args.pred_dirs, info)
     metrics["folds"] = len(args.pred_dirs)
     print(format_table(metrics, info.task, f"== {info.name}: {len(args.pred_dirs)} folds pooled, "
                                            f"{len(frame)} videos =="))
     if args.output_dir:
         write_reports(args.output_dir, frame, metrics, info.task, names)
     else:
-        json.dump({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, sys.stdout, indent=2)
+        summary = {k: v for k, v in finite_metrics(metrics).items() if not isinstance(v, (list, dict))}
+        json.dump(summary, sys.stdout, indent=2, allow_nan=False)
         print()
+    return 0
+
+
+def main(argv=None):
+    return run_entry(run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,7 +7,6 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from models.pretrain import split_visible
 
 from .common import autocast
-from .logger import MetricLogger
 
 
 def reconstruction_target(videos, mask, patch_size, tubelet_size, normalize=True, masked_index=None):
@@ -31,29 +30,18 @@ def reconstruction_target(videos, mask, patch_size, tubelet_size, normalize=True
     return torch.gather(x, 1, masked_index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def train_one_epoch(model, loader, stepper, device, epoch, steps_per_epoch, amp, args, tb=None):
-    model.train()
-    logger = MetricLogger()
-    header = f"Epoch: [{epoch}]"
-    unwrapped = model.module if hasattr(model, "module") else model
-    patch, tubelet = unwrapped.encoder.patch_embed.proj.kernel_size[1], unwrapped.encoder.patch_embed.proj.kernel_size[0]
-    loss_sum = torch.zeros((), device=device)
-    count = 0
-    for it, (videos, mask), should_log in logger.log_every(loader, args.print_freq, header,
-                                                            samples_per_iter=args.batch_size * args.world_size):
-        if it // stepper.update_freq >= steps_per_epoch:
-            break
-        global_step = stepper.start(it, epoch, steps_per_epoch)
-        videos = videos.to(device, non_blocking=True)
-        mask = mask.flatten(1).bool()  # stays on the CPU: reading its token count costs no device sync
+def reconstruction_loss(model, device, amp, normalize_target=True):
+    """``compute_loss(batch)`` for :func:`engine.train_step.train_epoch`: clips, masks, indices."""
+    unwrapped = getattr(model, "module", model)
+    unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)
+    tubelet, patch = unwrapped.encoder.patch_embed.proj.kernel_size[:2]
+
+    def compute_loss(batch):
+        videos = batch[0].to(device, non_blocking=True)
+        mask = batch[1].flatten(1).bool()  # stays on the CPU: reading its token count costs no device sync
         with torch.no_grad():
-            target = reconstruction_target(videos, mask, patch, tubelet, args.normlize_target)
+            target = reconstruction_target(videos, mask, patch, tubelet, normalize_target)
         with autocast(device, amp):
             outputs = model(videos, mask)
-        loss = F.mse_loss(outputs.float(), target)
-        norm = stepper(loss, it, global_step, want_norm=should_log)
-        loss_sum += loss.detach()
-        count += 1
-        if should_log:
-            stepper.log(logger, tb, loss, norm, global_step)
-    return stepper.epoch_stats(loss_sum, count)
+        return F.mse_loss(outputs.float(), target)
+    return compute_loss

@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
-from .metrics import classification_metrics, regression_metrics, summary_keys
+from .metrics import classification_metrics, finite_metrics, regression_metrics, summary_keys
 
 
 def merge_views(records, task):
@@ -89,8 +89,11 @@ def write_reports(output_dir, frame, metrics, task, names, prefix=""):
     """pred.csv, metrics.json and confusion_matrix.png (or scatter_<target>.png for regression)."""
     os.makedirs(output_dir, exist_ok=True)
     frame.to_csv(os.path.join(output_dir, f"{prefix}pred.csv"), index=False)
+    metrics = finite_metrics(metrics)
+    if "non_finite" in metrics:
+        print(f"WARNING: non-finite metrics, written as null: {', '.join(metrics['non_finite'])}")
     with open(os.path.join(output_dir, f"{prefix}metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+        json.dump(metrics, f, indent=2, allow_nan=False)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -99,7 +102,8 @@ def write_reports(output_dir, frame, metrics, task, names, prefix=""):
             fig, ax = plt.subplots(figsize=(4, 4))
             ax.scatter(frame[f"target_{n}"], frame[f"pred_{n}"], s=6, alpha=0.6)
             ax.set_xlabel(f"target {n}"), ax.set_ylabel(f"prediction {n}")
-            ax.set_title(f"{n}: CCC {metrics['ccc_per_target'][n]:.3f}")
+            ccc = metrics["ccc_per_target"][n]
+            ax.set_title(f"{n}: CCC {ccc:.3f}" if ccc is not None else f"{n}: CCC not finite")
             fig.tight_layout(), fig.savefig(os.path.join(output_dir, f"{prefix}scatter_{n}.png"), dpi=100)
             plt.close(fig)
         return

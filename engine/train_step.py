@@ -3,7 +3,8 @@ from contextlib import nullcontext
 
 import torch
 
-from .distributed import all_reduce_mean
+from .distributed import all_reduce_mean, any_rank
+from .logger import MetricLogger
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -86,11 +87,48 @@ class Stepper:
         return {"loss": all_reduce_mean((loss_sum / max(count, 1)).item()), "lr": lr, "weight_decay": wd}
 
     def check_finite(self):
-        """Raise if any loss so far was NaN or inf (called at logging points: one host sync)."""
-        if self.bad_step is not None and int(self.bad_step) >= 0:
+        """Raise if any loss so far was NaN or inf, on every rank at once (called at logging points: one
+        host sync)."""
+        if any_rank(self.bad_step is not None and int(self.bad_step) >= 0):
             lr, _ = self.schedules.current()
             scale = self.scaler.get_scale() if self.scaler is not None else None
+            step = int(self.bad_step) if self.bad_step is not None and int(self.bad_step) >= 0 else "?"
             raise NonFiniteLossError(
-                f"non-finite loss at optimisation step {int(self.bad_step)} (lr {lr:.3e}, loss scale {scale}); "
+                f"non-finite loss at optimisation step {step} (lr {lr:.3e}, loss scale {scale}); "
                 f"stopping. Lower --lr, use --clip_grad, or try --amp bf16/none.")
+
+
+def train_epoch(model, loader, stepper, compute_loss, epoch, steps_per_epoch, args, tb=None, start_it=0,
+                partial=None, stop=None, trace=None):
+    """One training epoch from micro-batch ``start_it``: ``compute_loss(batch)`` gives the loss.
+
+    Returns the epoch's stats, or, when ``stop`` is requested at an optimisation-step boundary,
+    ``{"stopped_at": micro-batches done, "partial": running loss sums}`` for a resumable checkpoint.
+    ``partial`` carries the running sums of a resumed epoch.
+    """
+    model.train()
+    logger = MetricLogger()
+    device = stepper.params[0].device if stepper.params else torch.device("cpu")
+    loss_sum = torch.zeros((), device=device) + (partial or {}).get("loss_sum", 0.0)
+    count = (partial or {}).get("count", 0)
+    iterator = logger.log_every(loader, args.print_freq, f"Epoch: [{epoch}]", start=start_it,
+                                samples_per_iter=args.batch_size * args.world_size)
+    for it, batch, should_log in iterator:
+        if it // stepper.update_freq >= steps_per_epoch:
+            break
+        global_step = stepper.start(it, epoch, steps_per_epoch)
+        loss = compute_loss(batch)
+        norm = stepper(loss, it, global_step, want_norm=should_log)
+        loss_sum += loss.detach()
+        count += 1
+        if trace is not None:
+            trace.write(epoch=epoch, iteration=it, step=global_step, lr=stepper.schedules.current()[0],
+                        samples=batch[-1].tolist())
+        if should_log:
+            stepper.log(logger, tb, loss, norm, global_step)
+        last = it + 1 >= steps_per_epoch * stepper.update_freq  # the epoch's end has its own stop check
+        if stop is not None and stepper.is_boundary(it) and not last and stop.requested():
+            iterator.close()
+            return {"stopped_at": it + 1, "partial": {"loss_sum": float(loss_sum), "count": count}}
+    return stepper.epoch_stats(loss_sum, count)
 

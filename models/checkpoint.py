@@ -5,6 +5,7 @@ gave a randomly initialised 512-wide model. Here any mismatch beyond a new class
 """
 import argparse
 import math
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -30,10 +31,33 @@ class CheckpointMismatchError(RuntimeError):
     """The checkpoint does not fit the model (shapes, or weights the model needs are absent)."""
 
 
-def load_checkpoint_file(path, map_location="cpu"):
-    """``torch.load`` with ``weights_only=True`` and only the release's extra globals allowed."""
-    with torch.serialization.safe_globals(_SAFE_GLOBALS):
-        return torch.load(path, map_location=map_location, weights_only=True)
+class CheckpointReadError(RuntimeError):
+    """A checkpoint file that is missing, cut short or not a PyTorch checkpoint."""
+
+
+def load_checkpoint_file(path, map_location="cpu", mmap=False):
+    """``torch.load`` with ``weights_only=True`` and only the release's extra globals allowed.
+
+    Any failure to read the file becomes a :class:`CheckpointReadError` naming the file;
+    ``mmap=True`` maps the tensors instead of reading them (cheap when only metadata is needed).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointReadError(f"checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:  # torch raises many types for foreign or cut files (KeyError, RuntimeError, ...)
+        raise CheckpointReadError(f"cannot read checkpoint {path}: not a complete PyTorch checkpoint "
+                                  f"({_reason(e)})") from e
+
+
+def _reason(err):
+    text = str(err)
+    if "WeightsUnpickler error:" in text:  # skip torch's boilerplate about weights_only
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0][:200] if lines else ''}"
 
 
 def extract_state_dict(checkpoint, model_key="model|module|state_dict"):
@@ -51,6 +75,47 @@ def extract_state_dict(checkpoint, model_key="model|module|state_dict"):
 def checkpoint_args(checkpoint):
     args = checkpoint.get("args") if isinstance(checkpoint, dict) else None
     return vars(args) if isinstance(args, argparse.Namespace) else (args or {})
+
+
+# What a checkpoint's ``args`` record about its model and the clips it was trained on: evaluating
+# it with other values gives other numbers without any error.
+MODEL_CONFIG_KEYS = ("model", "input_size", "num_frames", "tubelet_size", "sampling_rate", "short_side_size",
+                     "stage_depths", "num_bottleneck_tokens", "temporal_kernel_size", "use_mean_pooling",
+                     "keep_temporal_dim")
+
+
+def _same(a, b):
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def adopt_checkpoint_config(args, recorded, given, force=False, keys=MODEL_CONFIG_KEYS):
+    """Set the model and clip options of ``args`` to the checkpoint's ``recorded`` values.
+
+    An option the user typed (``given``) that disagrees is an error (a
+    :class:`CheckpointMismatchError` listing each one) unless ``force``, in which case the typed
+    value stays. Returns ``{option: value}`` of what was taken from the checkpoint.
+    """
+    import timm
+    adopted, conflicts = {}, []
+    for key in keys:
+        value = recorded.get(key)
+        if value is None or not hasattr(args, key) or _same(value, getattr(args, key)):
+            continue
+        if key == "model" and not timm.is_model(value):
+            continue  # a name of the release's registry: the user's --model decides
+        if key in given:
+            if not force:
+                conflicts.append(f"--{key} {getattr(args, key)} (the checkpoint was trained with {value})")
+            continue
+        setattr(args, key, list(value) if isinstance(value, tuple) else value)
+        adopted[key] = value
+    if conflicts:
+        raise CheckpointMismatchError(
+            "options that disagree with the checkpoint: " + "; ".join(conflicts)
+            + ". Drop them (the checkpoint's values are used), or add --force_config True to evaluate "
+              "with yours anyway")
+    return adopted
 
 
 def to_finetune_keys(state_dict):

@@ -1,5 +1,5 @@
 # Shared by every script under scripts/: launcher settings, batch arithmetic, the SVFAP recipes
-# (SPEC.md §3) and the fine-tune -> test -> pool loop. Source it; do not run it.
+# (docs/recipes.md) and the fine-tune -> test -> pool loop. Source it; do not run it.
 #
 # Launcher, from the environment (single-node defaults):
 #   NNODES=1  NPROC_PER_NODE=<visible GPUs, else 1>  NODE_RANK=0  MASTER_ADDR=127.0.0.1  MASTER_PORT=29500
@@ -12,6 +12,10 @@
 
 SVFAP_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PYTHONPATH="$SVFAP_REPO${PYTHONPATH:+:$PYTHONPATH}"
+
+# torchrun forwards these to the training processes, which then save a resumable checkpoint and
+# exit with status 75 (SIGUSR1 is what `sbatch --signal=USR1@300` sends before the time limit).
+export TORCHELASTIC_SIGNALS_TO_HANDLE=${TORCHELASTIC_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1}
 
 PYTHON=${PYTHON:-python}
 TORCHRUN=${TORCHRUN:-torchrun}

@@ -63,3 +63,20 @@ def test_clip_average_groups_clips_into_videos():
     assert list(videos["id"]) == ["s1/v1", "s2/v9"]
     np.testing.assert_allclose(videos["score_a"], [0.55, 0.3])
     assert list(videos["prediction"]) == [0, 1] and list(videos["target"]) == [0, 1]
+
+
+def test_non_finite_metrics_are_written_as_null_with_the_reason(tmp_path):
+    import json
+    import math
+
+    import pandas as pd
+
+    from engine.reports import metrics_from_frame, write_reports
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "target_x": [0.1, 0.5, 0.9], "pred_x": [0.2, float("nan"), 0.4]})
+    metrics = metrics_from_frame(frame, "regression", ["x"])
+    assert math.isnan(metrics["mse"])
+    write_reports(str(tmp_path), frame, metrics, "regression", ["x"])
+    def strict(constant):
+        raise AssertionError(f"metrics.json holds {constant}")
+    written = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=strict)
+    assert written["mse"] is None and written["ccc"] is None and "NaN" in written["non_finite"]["mse"]

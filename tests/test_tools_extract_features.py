@@ -13,7 +13,7 @@ import torch
 import models  # noqa: F401
 from datasets import VideoClsDataset, read_annotations
 from datasets.demo import generate
-from engine.checkpoint import save_checkpoint
+from engine.checkpoint import save_checkpoint, training_state
 from tools import extract_features as ef
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,11 +34,11 @@ def ckpts(tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpt")
     fine = timm.create_model("svfap_tiny_patch16_160", num_classes=6, img_size=64, all_frames=8,
                              stage_depths=(1, 1, 1), embed_dim=64, num_heads=2)
-    save_checkpoint(str(d / "fine.pth"), fine, args={**ARGS, "model": "svfap_tiny_patch16_160", "nb_classes": 6,
-                                                     "data_set": "custom"})
+    save_checkpoint(str(d / "fine.pth"), training_state(fine, args={**ARGS, "model": "svfap_tiny_patch16_160", "nb_classes": 6,
+                                                     "data_set": "custom"}))
     pre = timm.create_model("pretrain_svfap_tiny_patch16_160", img_size=64, num_frames=8, stage_depths=(1, 1, 1),
                             encoder_embed_dim=64, encoder_num_heads=2)
-    save_checkpoint(str(d / "pre.pth"), pre, args={**ARGS, "model": "pretrain_svfap_tiny_patch16_160"})
+    save_checkpoint(str(d / "pre.pth"), training_state(pre, args={**ARGS, "model": "pretrain_svfap_tiny_patch16_160"}))
     return {"fine": d / "fine.pth", "pre": d / "pre.pth", "fine_model": fine.eval()}
 
 
@@ -132,6 +132,8 @@ def test_errors(demo, ckpts, tmp_path, capsys):
     assert ef.main(["--checkpoint", str(ckpts["fine"]), "--output_dir", str(tmp_path / "o")]) == 2
     assert "nothing to extract" in capsys.readouterr().err
     assert extract(demo, ckpts["pre"], tmp_path / "o", "--stage_depths", "2 1 1") == 2
+    assert "--stage_depths [2, 1, 1] (the checkpoint records [1, 1, 1])" in capsys.readouterr().err
+    assert extract(demo, ckpts["pre"], tmp_path / "o", "--stage_depths", "2 1 1", "--force_config") == 2
     assert "does not fit the model" in capsys.readouterr().err
 
 

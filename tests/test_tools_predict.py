@@ -10,9 +10,10 @@ import torch
 
 import models  # noqa: F401
 from datasets import read_annotations, read_clips
-from datasets.demo import CLASSES, generate
+from datasets.demo import CLASSES, generate, write_mp4
 from datasets.sampling import random_window
-from engine.checkpoint import save_checkpoint
+from engine.checkpoint import save_checkpoint, training_state
+from test_datasets_readers import corrupt_tail
 from tools import predict
 from tools._common import ClipSpec, eval_clip
 
@@ -51,8 +52,8 @@ def checkpoint(demo, tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint-best.pth"
-    save_checkpoint(str(path), model.eval(), epoch=0,
-                    args={**ARGS, "data_set": "custom", "nb_classes": 6, "task": "classification"})
+    save_checkpoint(str(path), training_state(model.eval(), epoch=0,
+                    args={**ARGS, "data_set": "custom", "nb_classes": 6, "task": "classification"}))
     return path
 
 
@@ -149,7 +150,7 @@ def test_megamind_with_face_crop_and_registry_names(opencv_data, tmp_path, capsy
     model = timm.create_model("svfap_tiny_patch16_160", num_classes=7, **ARCH)
     torch.nn.init.normal_(model.head.weight, std=0.5)  # distinct probabilities, so the ranking is tested
     ckpt = tmp_path / "dfew.pth"
-    save_checkpoint(str(ckpt), model, args={**ARGS, "sampling_rate": 4, "data_set": "DFEW", "nb_classes": 7})
+    save_checkpoint(str(ckpt), training_state(model, args={**ARGS, "sampling_rate": 4, "data_set": "DFEW", "nb_classes": 7}))
     out = tmp_path / "mm.json"
     rc = predict.main(["--checkpoint", str(ckpt), str(opencv_data / "Megamind.avi"), "--crop", "--show_windows",
                        "--topk", "7", "--out_json", str(out), "--out_csv", str(tmp_path / "mm.csv")])
@@ -170,7 +171,7 @@ def test_megamind_with_face_crop_and_registry_names(opencv_data, tmp_path, capsy
 def test_regression_outputs_with_target_names(demo, tmp_path, capsys):
     model = timm.create_model("svfap_tiny_patch16_160", num_classes=3, **ARCH)
     ckpt = tmp_path / "werewolf.pth"
-    save_checkpoint(str(ckpt), model, args={**ARGS, "data_set": "WEREWOLF-XL", "nb_classes": 3})
+    save_checkpoint(str(ckpt), training_state(model, args={**ARGS, "data_set": "WEREWOLF-XL", "nb_classes": 3}))
     out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
     video = read_annotations(str(demo / "test.csv"))[0].path
     assert predict.main(["--checkpoint", str(ckpt), video, "--out_json", str(out_json), "--out_csv", str(out_csv)]) == 0
@@ -194,14 +195,21 @@ def test_clear_errors(demo, checkpoint, tmp_path, capsys):
     assert predict.main(["--checkpoint", str(checkpoint), video, "--nb_classes", "7"]) == 2
     assert "7" in capsys.readouterr().err
     assert predict.main(["--checkpoint", str(checkpoint), video, "--embed_dim", "96"]) == 2
+    assert "--embed_dim 96 (the checkpoint records 64)" in capsys.readouterr().err
+    assert predict.main(["--checkpoint", str(checkpoint), video, "--embed_dim", "96", "--force_config"]) == 2
     assert "does not fit the model" in capsys.readouterr().err
     pre = timm.create_model("pretrain_svfap_tiny_patch16_160", img_size=64, num_frames=8, stage_depths=(1, 1, 1))
-    save_checkpoint(str(tmp_path / "pre.pth"), pre, args={"model": "pretrain_svfap_tiny_patch16_160"})
+    save_checkpoint(str(tmp_path / "pre.pth"), training_state(pre, args={"model": "pretrain_svfap_tiny_patch16_160"}))
     assert predict.main(["--checkpoint", str(tmp_path / "pre.pth"), video]) == 2
     assert "pre-training checkpoint" in capsys.readouterr().err
     # An unreadable video among good ones is reported in the table and the exit status, not fatal.
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video")
-    assert predict.main(["--checkpoint", str(checkpoint), video, str(bad)]) == 1
-    captured = capsys.readouterr()
-    assert "ERROR" in captured.out and "1 of 2 videos failed" in captured.err
+    noisy = tmp_path / "noisy.mp4"  # opens, then fails to decode
+    write_mp4(str(tmp_path / "good.mp4"), np.random.default_rng(1).integers(0, 256, (40, 64, 64, 3), np.uint8))
+    corrupt_tail(str(tmp_path / "good.mp4"), str(noisy))
+    for backend in ("pyav", "decord"):
+        assert predict.main(["--checkpoint", str(checkpoint), video, str(bad), str(noisy), "--backend", backend]) == 1
+        captured = capsys.readouterr()
+        assert captured.out.count("ERROR") == 2 and "2 of 3 videos failed" in captured.err
+        assert "decoding failed" in captured.out

@@ -11,7 +11,7 @@ from datasets import read_annotations, read_clips
 from datasets.demo import generate
 from datasets.masking import TubeMaskGenerator
 from datasets.sampling import uniform_windows
-from engine.checkpoint import save_checkpoint
+from engine.checkpoint import save_checkpoint, training_state
 from engine.pretrain import reconstruction_target
 from tools import visualize_reconstruction as vr
 
@@ -56,7 +56,7 @@ def trained(demo, tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     path = tmp_path_factory.mktemp("ckpt") / "pretrain.pth"
-    save_checkpoint(str(path), model.eval(), epoch=0, args=ARGS)
+    save_checkpoint(str(path), training_state(model.eval(), epoch=0, args=ARGS))
     return path, model
 
 
@@ -139,11 +139,14 @@ def test_clear_errors(trained, demo, tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
     fine = timm.create_model("svfap_tiny_patch16_160", img_size=64, all_frames=8, stage_depths=(1, 1, 1),
                              embed_dim=64, num_heads=2, num_classes=6)
-    save_checkpoint(str(tmp_path / "fine.pth"), fine, args={**ARGS, "model": "svfap_tiny_patch16_160"})
+    save_checkpoint(str(tmp_path / "fine.pth"), training_state(fine, args={**ARGS, "model": "svfap_tiny_patch16_160"}))
     assert vr.main([video, "--checkpoint", str(tmp_path / "fine.pth"), "--out", str(tmp_path / "a.png")]) == 2
     assert "no decoder" in capsys.readouterr().err
     # A checkpoint/model mismatch is explained, not a stack of state_dict keys.
     assert vr.main([video, "--checkpoint", str(ckpt), "--out", str(tmp_path / "a.png"), "--embed_dim", "96"]) == 2
+    assert "--embed_dim 96 (the checkpoint records 64)" in capsys.readouterr().err
+    assert vr.main([video, "--checkpoint", str(ckpt), "--out", str(tmp_path / "a.png"), "--embed_dim", "96",
+                    "--force_config"]) == 2
     err = capsys.readouterr().err
     assert "does not fit the model" in err and "mismatched" in err
     assert not (tmp_path / "a.png").exists()

@@ -22,6 +22,7 @@ import models  # noqa: E402,F401  (registers the models with timm)
 from datasets import transforms as T  # noqa: E402
 from datasets.sampling import clip_span, short_video_indices, uniform_windows, window_at  # noqa: E402
 from datasets.video_io import FRAME_EXTS, natural_key, open_source, read_clips  # noqa: E402
+from engine.cli import UserError, run_entry  # noqa: E402
 from models.checkpoint import CheckpointMismatchError, checkpoint_args, extract_state_dict, \
     load_checkpoint_file  # noqa: E402
 
@@ -33,17 +34,13 @@ def int_list(value):
     return [int(v) for v in str(value).replace(",", " ").split()]
 
 
-class ToolError(RuntimeError):
+class ToolError(UserError):
     """A problem the user can fix (missing file, wrong checkpoint, bad option): printed without a traceback."""
 
 
 def run_cli(main, argv=None):
-    """Run ``main(argv)``; a ToolError or checkpoint mismatch becomes a message and exit status 2."""
-    try:
-        return main(argv)
-    except (ToolError, CheckpointMismatchError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """Run ``main(argv)``; user mistakes become an ``error:`` line and exit status 2."""
+    return run_entry(main, argv)
 
 
 # -- checkpoints and model configuration --------------------------------------------------------
@@ -72,19 +69,16 @@ def add_model_args(parser, model_default_help="from the checkpoint's args"):
     g.add_argument("--data_set", default=None, help="registered dataset name (class names), or custom")
     g.add_argument("--nb_classes", type=int, default=None)
     g.add_argument("--task", default=None, choices=["classification", "regression", "clip_classification"])
+    g.add_argument("--force_config", action="store_true",
+                   help="let these flags override what the checkpoint records (by default a conflict is an error)")
     return g
 
 
 def read_checkpoint(path):
-    """``(checkpoint dict, state dict, args dict)``; a missing or unreadable file is a ToolError."""
+    """``(checkpoint dict, state dict, args dict)``; a missing or unreadable file is a user error."""
     if not path:
         raise ToolError("no checkpoint given (--checkpoint PATH)")
-    if not os.path.isfile(path):
-        raise ToolError(f"checkpoint not found: {path}")
-    try:
-        ckpt = load_checkpoint_file(path)
-    except Exception as e:  # torch raises several types for foreign or cut files
-        raise ToolError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    ckpt = load_checkpoint_file(path)
     return ckpt, extract_state_dict(ckpt), dict(checkpoint_args(ckpt))
 
 
@@ -93,14 +87,34 @@ def is_pretrain_state(state_dict):
 
 
 def resolve_config(ckpt_args, cli=None):
-    """The model/input configuration: CLI value if given, else the checkpoint's, else the default."""
+    """The model/input configuration: the checkpoint's, else the flag, else the default.
+
+    A flag that disagrees with what the checkpoint records is an error unless ``--force_config``
+    (then the flag wins): evaluating with other frames or resolution gives other numbers silently.
+    """
     cli = vars(cli) if cli is not None and not isinstance(cli, dict) else (cli or {})
-    cfg = dict(DEFAULTS)
+    force = bool(cli.get("force_config"))
+    cfg, conflicts = dict(DEFAULTS), []
     for key in CONFIG_KEYS:
-        if ckpt_args.get(key) is not None:
-            cfg[key] = ckpt_args[key]
-        if cli.get(key) is not None:
-            cfg[key] = cli[key]
+        recorded, given = ckpt_args.get(key), cli.get(key)
+        if key == "model" and recorded is not None:
+            import timm
+            if not timm.is_model(finetune_name(recorded)):
+                recorded = None  # a name of the release's own registry: --model (or the default) decides
+        if recorded is not None:
+            cfg[key] = recorded
+        if given is None:
+            continue
+        same = recorded is None or (list(recorded) if isinstance(recorded, tuple) else recorded) == given
+        if key == "model" and recorded is not None:
+            same = finetune_name(recorded) == finetune_name(given)
+        if same or force:
+            cfg[key] = given
+        else:
+            conflicts.append(f"--{key} {given} (the checkpoint records {recorded})")
+    if conflicts:
+        raise CheckpointMismatchError("flags that disagree with the checkpoint: " + "; ".join(conflicts)
+                                      + ". Drop them (the checkpoint's values are used), or add --force_config")
     return cfg
 
 
@@ -260,7 +274,7 @@ def find_inputs(paths):
     return found
 
 
-def count_frames(path, backend="decord"):
+def count_frames(path, backend="pyav"):
     source = open_source(path, backend)
     try:
         return source.num_frames
@@ -372,7 +386,7 @@ class WindowBatch:
     face: dict | None = None                  # face-crop detection info, when cropping
 
 
-def load_windows(path, windows, spec: ClipSpec, backend="decord", crop_cfg=None):
+def load_windows(path, windows, spec: ClipSpec, backend="pyav", crop_cfg=None):
     """Decode the frames ``windows`` need (once each), face-crop them if asked, build the clips."""
     union = sorted(set(np.concatenate(windows).tolist()))
     (frames,) = read_clips(path, lambda n: [union], backend)

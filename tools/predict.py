@@ -54,7 +54,7 @@ def get_parser():
     p.add_argument("--batch_size", type=int, default=8, help="clips per forward pass")
     p.add_argument("--max_frames", type=int, default=1024,
                    help="decoded frames held at once; longer videos are processed in chunks of windows")
-    p.add_argument("--backend", default="decord", choices=["decord", "pyav"])
+    p.add_argument("--backend", default="pyav", choices=["pyav", "decord"])
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--show_windows", action="store_true", help="also print every window")
     p.add_argument("--out_json", default=None, help="write all results (windows included) as JSON")
@@ -85,7 +85,7 @@ class Predictor:
         return (out if self.task == "regression" else out.softmax(-1)).numpy()
 
     def predict(self, path, windows="sliding", window_stride=None, num_segments=2, crop_cfg=None,
-                batch_size=8, max_frames=1024, backend="decord", topk=3):
+                batch_size=8, max_frames=1024, backend="pyav", topk=3):
         n = count_frames(path, backend)
         plan = plan_windows(n, self.num_frames, self.rate, windows, window_stride, num_segments)
         fps = video_fps(path)
