@@ -1,15 +1,17 @@
 """Building blocks of TPSBT and its decoder, with the parameter layout of the SVFAP release.
 
 Parameter names (``qkv`` + ``q_bias``/``v_bias``, ``cross_norm1``...) follow the release so that
-its checkpoints load unchanged; the arithmetic goes through ``scaled_dot_product_attention``.
+its checkpoints load unchanged; attention goes through ``scaled_dot_product_attention``.
 """
 import math
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.models.beit import Block as BeitBlock
 
 
 def sinusoid_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -21,45 +23,44 @@ def sinusoid_table(num_positions: int, dim: int) -> torch.Tensor:
     return table.float().unsqueeze(0)
 
 
-def _qkv_bias(q_bias, v_bias):
-    # k has no bias in the release; the zeros are not a parameter, so k stays unbiased.
-    if q_bias is None:
-        return None
-    return torch.cat((q_bias, torch.zeros_like(v_bias), v_bias))
+def init_weights(module, linear_init=None):
+    """The release's initialisation, for ``model.apply``: Linear weights by ``linear_init``
+    (truncated normal, std 0.02, by default), zero biases, LayerNorm (1, 0)."""
+    if isinstance(module, nn.Linear):
+        (linear_init or partial(trunc_normal_, std=0.02))(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention: one unbiased ``qkv`` Linear plus learnable q and v biases."""
+def run_block(block, *inputs, checkpoint=False):
+    """``block(*inputs)``, recomputed in the backward pass instead of stored when ``checkpoint``."""
+    if checkpoint and block.training and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(block, *inputs, use_reentrant=False)
+    return block(*inputs)
 
-    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0):
-        super().__init__()
-        self.num_heads = num_heads
-        head_dim = dim // num_heads
-        self.scale = qk_scale or head_dim ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=False)
-        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
-        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x):
-        qkv = F.linear(x, self.qkv.weight, _qkv_bias(self.q_bias, self.v_bias))
-        q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
-        x = rearrange(x, "b h n d -> b n (h d)")
-        return self.proj_drop(self.proj(x))
+class Block(BeitBlock):
+    """Pre-LN transformer block (self-attention, MLP): timm's BEiT block, whose parameters (an
+    unbiased ``qkv`` plus ``q_bias``/``v_bias``, layer scales ``gamma_1``/``gamma_2``) are named as
+    in the release."""
+
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, drop=0.0, attn_drop=0.0, drop_path=0.0,
+                 init_values=0.0, norm_layer=nn.LayerNorm):
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, mlp_ratio=mlp_ratio, proj_drop=drop,
+                         attn_drop=attn_drop, drop_path=drop_path, init_values=init_values or None,
+                         norm_layer=norm_layer)
 
 
 class CrossAttention(nn.Module):
-    """Queries from ``x``, keys/values from ``context``; biases laid out as in the release."""
+    """Queries from ``x``, keys and values from ``context``; the release's layout: an unbiased ``q``
+    with ``q_bias``, an unbiased ``kv`` whose bias is ``(0, v_bias)`` (keys are never biased)."""
 
-    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0):
+    def __init__(self, dim, num_heads=8, qkv_bias=False, attn_drop=0.0, proj_drop=0.0):
         super().__init__()
         self.num_heads = num_heads
-        head_dim = dim // num_heads
-        self.scale = qk_scale or head_dim ** -0.5
         self.q = nn.Linear(dim, dim, bias=False)
         self.kv = nn.Linear(dim, dim * 2, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
@@ -70,43 +71,11 @@ class CrossAttention(nn.Module):
 
     def forward(self, x, context):
         kv_bias = None if self.v_bias is None else torch.cat((torch.zeros_like(self.v_bias), self.v_bias))
-        q = F.linear(x, self.q.weight, self.q_bias)
-        kv = F.linear(context, self.kv.weight, kv_bias)
-        q = rearrange(q, "b n (h d) -> b h n d", h=self.num_heads)
-        k, v = rearrange(kv, "b n (two h d) -> two b h n d", two=2, h=self.num_heads)
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
-        x = rearrange(x, "b h n d -> b n (h d)")
-        return self.proj_drop(self.proj(x))
-
-
-
-def _gamma(dim, init_values):
-    return nn.Parameter(init_values * torch.ones(dim)) if init_values and init_values > 0 else None
-
-
-class Block(nn.Module):
-    """Pre-LN transformer block (self-attention, MLP)."""
-
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0,
-                 attn_drop=0.0, drop_path=0.0, init_values=0.0, norm_layer=nn.LayerNorm):
-        super().__init__()
-        self.norm1 = norm_layer(dim)
-        self.attn = Attention(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
-        self.gamma_1 = _gamma(dim, init_values)
-        self.gamma_2 = _gamma(dim, init_values)
-
-    def _self(self, x):
-        y = self.attn(self.norm1(x))
-        x = x + self.drop_path(y if self.gamma_1 is None else self.gamma_1 * y)
-        y = self.mlp(self.norm2(x))
-        return x + self.drop_path(y if self.gamma_2 is None else self.gamma_2 * y)
-
-    def forward(self, x):
-        return self._self(x)
+        q = rearrange(F.linear(x, self.q.weight, self.q_bias), "b n (h d) -> b h n d", h=self.num_heads)
+        k, v = rearrange(F.linear(context, self.kv.weight, kv_bias), "b n (two h d) -> two b h n d", two=2,
+                         h=self.num_heads)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(rearrange(x, "b h n d -> b n (h d)")))
 
 
 class CrossSelfBlock(Block):
@@ -117,19 +86,19 @@ class CrossSelfBlock(Block):
     bottleneck tokens.
     """
 
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0,
-                 attn_drop=0.0, drop_path=0.0, init_values=0.0, norm_layer=nn.LayerNorm):
-        super().__init__(dim, num_heads, mlp_ratio, qkv_bias, qk_scale, drop, attn_drop, drop_path,
-                         init_values, norm_layer)
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, drop=0.0, attn_drop=0.0, drop_path=0.0,
+                 init_values=0.0, norm_layer=nn.LayerNorm):
+        super().__init__(dim, num_heads, mlp_ratio, qkv_bias, drop, attn_drop, drop_path, init_values, norm_layer)
         self.cross_norm1 = norm_layer(dim)
         self.cross_norm2 = norm_layer(dim)
-        self.cross_attn = CrossAttention(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop)
-        self.gamma_0 = _gamma(dim, init_values)
+        self.cross_attn = CrossAttention(dim, num_heads, qkv_bias, attn_drop, drop)
+        self.gamma_0 = nn.Parameter(init_values * torch.ones(dim)) if init_values else None
+        self.drop_path0 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x, context):
         y = self.cross_attn(self.cross_norm1(x), self.cross_norm2(context))
-        x = x + self.drop_path(y if self.gamma_0 is None else self.gamma_0 * y)
-        return self._self(x)
+        x = x + self.drop_path0(y if self.gamma_0 is None else self.gamma_0 * y)
+        return super().forward(x)
 
 
 class SpatialBottleneck(nn.Module):

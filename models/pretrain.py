@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 
-from .layers import Block, sinusoid_table
+from .layers import Block, init_weights, run_block, sinusoid_table
 from .tpsbt import TPSBTTrunk
 
 
@@ -47,7 +47,7 @@ class PretrainTPSBTEncoder(TPSBTTrunk):
         norm_layer = kwargs.get("norm_layer") or partial(nn.LayerNorm, eps=1e-6)
         self.norm = norm_layer(self.embed_dim)
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
+        self.apply(init_weights)
 
     def forward(self, x, mask, visible_index=None):
         """Clip ``(B, C, T, H, W)`` and mask ``(B, N)`` → fused visible tokens ``(B, N_visible, C)``."""
@@ -66,72 +66,65 @@ class PretrainDecoder(nn.Module):
     """Plain blocks over all tokens; predicts pixels for the last ``return_token_num`` tokens."""
 
     def __init__(self, num_classes=1536, embed_dim=384, depth=4, num_heads=6, mlp_ratio=4.0, qkv_bias=True,
-                 qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=None,
-                 init_values=0.0, grad_checkpointing=False):
+                 drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=None, init_values=0.0,
+                 grad_checkpointing=False):
         super().__init__()
         norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList([
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate, dpr[i],
-                  init_values, norm_layer) for i in range(depth)])
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], init_values,
+                  norm_layer) for i in range(depth)])
         self.norm = norm_layer(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
         self.grad_checkpointing = grad_checkpointing
 
     def forward(self, x, return_token_num):
         for blk in self.blocks:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
+            x = run_block(blk, x, checkpoint=self.grad_checkpointing)
         return self.head(self.norm(x[:, -return_token_num:]))
 
 
 class PretrainTPSBT(nn.Module):
-    """``model(x, mask)`` → reconstruction of the masked tubelets ``(B, N_masked, 3 * t * p * p)``."""
+    """``model(x, mask)`` → reconstruction of the masked tubelets ``(B, N_masked, 3 * t * p * p)``.
 
-    def __init__(self, img_size=160, patch_size=16, encoder_in_chans=3, encoder_num_classes=0,
-                 encoder_embed_dim=512, encoder_num_heads=8, decoder_num_classes=None, decoder_embed_dim=384,
-                 decoder_depth=4, decoder_num_heads=6, mlp_ratio=4.0, qkv_bias=True, qk_scale=None, drop_rate=0.0,
-                 attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=None, init_values=0.0,
+    The encoder's width and heads are ``embed_dim`` / ``num_heads`` as in the fine-tuning model;
+    the release's ``encoder_embed_dim`` / ``encoder_num_heads`` are accepted too.
+    """
+
+    def __init__(self, img_size=160, patch_size=16, in_chans=3, embed_dim=512, num_heads=8, decoder_num_classes=None,
+                 decoder_embed_dim=384, decoder_depth=4, decoder_num_heads=6, mlp_ratio=4.0, qkv_bias=True,
+                 drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=None, init_values=0.0,
                  use_learnable_pos_emb=False, tubelet_size=2, num_frames=16, stage_depths=(12, 6, 3),
                  num_bottleneck_tokens=8, temporal_kernel_size=2, temporal_downsample="conv",
-                 use_temporal_pyramid=True, use_bottleneck=True, grad_checkpointing=False):
+                 use_temporal_pyramid=True, use_bottleneck=True, grad_checkpointing=False,
+                 encoder_embed_dim=None, encoder_num_heads=None):
         super().__init__()
+        embed_dim = encoder_embed_dim or embed_dim
+        num_heads = encoder_num_heads or num_heads
         norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
         self.patch_size, self.tubelet_size = patch_size, tubelet_size
         if decoder_num_classes is None:
-            decoder_num_classes = encoder_in_chans * tubelet_size * patch_size ** 2
+            decoder_num_classes = in_chans * tubelet_size * patch_size ** 2
         self.encoder = PretrainTPSBTEncoder(
-            num_classes=encoder_num_classes, img_size=img_size, patch_size=patch_size, in_chans=encoder_in_chans,
-            embed_dim=encoder_embed_dim, num_heads=encoder_num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-            qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
-            norm_layer=norm_layer, init_values=init_values, use_learnable_pos_emb=use_learnable_pos_emb,
-            all_frames=num_frames, tubelet_size=tubelet_size, stage_depths=stage_depths,
-            num_bottleneck_tokens=num_bottleneck_tokens, temporal_kernel_size=temporal_kernel_size,
-            temporal_downsample=temporal_downsample, use_temporal_pyramid=use_temporal_pyramid,
-            use_bottleneck=use_bottleneck, grad_checkpointing=grad_checkpointing)
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, num_heads=num_heads,
+            mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+            drop_path_rate=drop_path_rate, norm_layer=norm_layer, init_values=init_values,
+            use_learnable_pos_emb=use_learnable_pos_emb, num_frames=num_frames, tubelet_size=tubelet_size,
+            stage_depths=stage_depths, num_bottleneck_tokens=num_bottleneck_tokens,
+            temporal_kernel_size=temporal_kernel_size, temporal_downsample=temporal_downsample,
+            use_temporal_pyramid=use_temporal_pyramid, use_bottleneck=use_bottleneck,
+            grad_checkpointing=grad_checkpointing)
         self.decoder = PretrainDecoder(
-            decoder_num_classes, decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio, qkv_bias, qk_scale,
+            decoder_num_classes, decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio, qkv_bias,
             drop_rate, attn_drop_rate, drop_path_rate, norm_layer, init_values, grad_checkpointing)
-        self.encoder_to_decoder = nn.Linear(encoder_embed_dim, decoder_embed_dim, bias=False)
+        self.encoder_to_decoder = nn.Linear(embed_dim, decoder_embed_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         self.register_buffer("pos_embed", sinusoid_table(self.encoder.patch_embed.num_patches, decoder_embed_dim),
                              persistent=False)
-        self.decoder.apply(self._init_weights)
+        # MAE-style initialisation for the decoder, which is thrown away after pre-training.
+        self.decoder.apply(partial(init_weights, linear_init=nn.init.xavier_uniform_))
         nn.init.xavier_uniform_(self.encoder_to_decoder.weight)
         trunc_normal_(self.mask_token, std=0.02)
-
-    @staticmethod
-    def _init_weights(m):
-        # MAE-style init for the decoder, which is thrown away after pre-training.
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     @property
     def num_patches(self):

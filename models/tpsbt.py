@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 
-from .layers import Block, CrossSelfBlock, PatchEmbed3d, SpatialBottleneck, TemporalPool, sinusoid_table, \
-    temporal_downsample
+from .layers import Block, CrossSelfBlock, PatchEmbed3d, SpatialBottleneck, TemporalPool, init_weights, run_block, \
+    sinusoid_table, temporal_downsample
 
 _ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "softmax": partial(torch.softmax, dim=-1)}
 
@@ -30,8 +30,8 @@ class TPSBTTrunk(nn.Module):
     """Patch embedding, position table and the staged blocks, shared by fine-tuning and pre-training."""
 
     def __init__(self, img_size=160, patch_size=16, in_chans=3, embed_dim=512, num_heads=8, mlp_ratio=4.0,
-                 qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
-                 norm_layer=None, init_values=0.0, use_learnable_pos_emb=False, all_frames=16, tubelet_size=2,
+                 qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=None,
+                 init_values=0.0, use_learnable_pos_emb=False, num_frames=16, tubelet_size=2,
                  stage_depths=(12, 6, 3), num_bottleneck_tokens=8, temporal_kernel_size=2,
                  temporal_downsample="conv", use_temporal_pyramid=True, use_bottleneck=True,
                  bottleneck_hidden_dim=128, grad_checkpointing=False):
@@ -45,7 +45,8 @@ class TPSBTTrunk(nn.Module):
         self.use_bottleneck = use_bottleneck and later > 0
         self.temporal_kernel_size = int(temporal_kernel_size) if self.use_temporal_pyramid else 1
 
-        self.patch_embed = PatchEmbed3d(img_size, patch_size, in_chans, embed_dim, all_frames, tubelet_size)
+        self.num_frames = num_frames
+        self.patch_embed = PatchEmbed3d(img_size, patch_size, in_chans, embed_dim, num_frames, tubelet_size)
         self.grid_size = self.patch_embed.grid_size
         if self.grid_size[0] % self.temporal_kernel_size ** later:
             raise ValueError(f"{self.grid_size[0]} token time steps cannot be downsampled "
@@ -59,7 +60,7 @@ class TPSBTTrunk(nn.Module):
         self.pos_drop = nn.Dropout(drop_rate)
 
         dpr = torch.linspace(0, drop_path_rate, sum(self.stage_depths)).tolist()
-        kw = dict(num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
+        kw = dict(num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate,
                   attn_drop=attn_drop_rate, init_values=init_values, norm_layer=norm_layer)
         blocks = []
         for stage, depth in enumerate(self.stage_depths):
@@ -80,15 +81,6 @@ class TPSBTTrunk(nn.Module):
             tokens = _per_stage(num_bottleneck_tokens, later, "num_bottleneck_tokens")
             self.spatial_downsamples = nn.ModuleList(
                 [SpatialBottleneck(embed_dim, g, bottleneck_hidden_dim, norm_layer) for g in tokens])
-
-    def _init_weights(self, m):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     @torch.jit.ignore
     def no_weight_decay(self):
@@ -133,9 +125,7 @@ class TPSBTTrunk(nn.Module):
         return [s for s, d in enumerate(self.stage_depths) for _ in range(d)]
 
     def _run(self, block, *args):
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
+        return run_block(block, *args, checkpoint=self.grad_checkpointing)
 
     def embed(self, x):
         """Clip ``(B, C, T, H, W)`` → tokens with positions ``(B, N, C)``."""
@@ -143,7 +133,7 @@ class TPSBTTrunk(nn.Module):
         pos = self.pos_embed
         if pos.shape[1] != x.shape[1]:
             raise ValueError(f"input gives {x.shape[1]} tokens but the model was built for {pos.shape[1]} "
-                             f"(grid {self.grid_size}); build it with the matching img_size/all_frames")
+                             f"(grid {self.grid_size}); build it with the matching img_size/num_frames")
         return self.pos_drop(x + pos.to(x.dtype))
 
     def forward_stages(self, x):
@@ -191,11 +181,12 @@ class TPSBT(TPSBTTrunk):
     """TPSBT classifier/regressor: last stage (or all, fused) → mean → ``fc_norm`` → ``head``."""
 
     def __init__(self, num_classes=7, init_scale=0.0, use_mean_pooling=True, keep_temporal_dim=False,
-                 head_activation_func=None, fuse_stages=False, **kwargs):
+                 head_activation_func=None, fuse_stages=False, all_frames=None, **kwargs):
+        if all_frames is not None:  # the release's name for num_frames
+            kwargs["num_frames"] = all_frames
         super().__init__(**kwargs)
         norm_layer = kwargs.get("norm_layer") or partial(nn.LayerNorm, eps=1e-6)
         self.num_classes = num_classes
-        self.all_frames = kwargs.get("all_frames", 16)
         self.keep_temporal_dim = keep_temporal_dim
         self.fuse_stages = fuse_stages
         self.norm = nn.Identity() if use_mean_pooling else norm_layer(self.embed_dim)
@@ -208,7 +199,7 @@ class TPSBT(TPSBTTrunk):
             head_activation_func = _ACTIVATIONS[head_activation_func]
         self.head_activation_func = head_activation_func
 
-        self.apply(self._init_weights)
+        self.apply(init_weights)
         if isinstance(self.head, nn.Linear):
             self.head.weight.data.mul_(init_scale)
             self.head.bias.data.mul_(init_scale)
@@ -243,7 +234,7 @@ class TPSBT(TPSBTTrunk):
         logits = self.forward_head(features)
         if self.keep_temporal_dim:
             # One output per input frame: repeat each time step's output over the frames it covers.
-            factor = self.all_frames // logits.shape[1]
+            factor = self.num_frames // logits.shape[1]
             logits = logits.repeat_interleave(factor, dim=1).flatten(1)
             features = features.repeat_interleave(factor, dim=1)
         return (logits, features) if save_feature else logits
