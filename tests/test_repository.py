@@ -13,7 +13,7 @@ def tracked_text_files():
 
 def test_nothing_refers_outside_the_repository():
     outside = re.compile(r"\.\./shared|parent\s*/\s*[\"']shared[\"']|/work/")
-    hits = [f"{p.relative_to(REPO)}:{i}" for p in tracked_text_files()
+    hits = [f"{p.relative_to(REPO)}:{i}" for p in tracked_text_files() if p != REPO / "tests/test_repository.py"
             for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1) if outside.search(line)]
     assert not hits, hits
 
