@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 
-import av
 import cv2
 import numpy as np
 from PIL import Image
+
+from .video_io import write_mp4
 
 CLASSES = ["mouth_opening", "mouth_closing", "smiling", "smile_fading", "head_lowering", "head_raising",
            "brows_raising", "brows_lowering"]
@@ -97,19 +98,6 @@ def render(label: int, frames: int, size: int, rng: np.random.Generator) -> np.n
         small += rng.normal(0, noise, small.shape)
         out[k] = np.clip(small, 0, 255).astype(np.uint8)
     return out
-
-
-def write_mp4(path: str, clip: np.ndarray, fps: int = 25, gop: int | None = None) -> None:
-    """H.264 mp4 from a uint8 `(T, H, W, 3)` clip (even H and W); `gop` sets the keyframe interval."""
-    with av.open(path, "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = clip.shape[2], clip.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast", "threads": "1",
-                          **({"g": str(gop)} if gop else {})}
-        for frame in clip:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
 
 
 def write_frames(folder: str, clip: np.ndarray, ext: str) -> None:

@@ -3,9 +3,9 @@
 PyAV is the default: both backends return the same frames (FFmpeg's decoder and
 converter underneath), but PyAV lets the decoder drop the non-reference frames a
 clip does not use, about half of an x264 stream, where decord decodes every frame
-from the keyframe on; on 8-s 224-px H.264 clips it reads a 16-frame clip in ~30 ms
-against decord's ~44 (tools/benchmark_loader.py). decord stays selectable
-(`backend="decord"`, the release's reader) and falls back to PyAV wherever it fails.
+from the keyframe on (docs/speed.md has the numbers). decord stays selectable
+(`backend="decord"`, the release's reader, imported only then) and falls back to
+PyAV wherever it fails.
 
 A source is opened for one sample access and closed right after: decoders hold
 native state that must never be shared across DataLoader worker processes.
@@ -28,32 +28,61 @@ from __future__ import annotations
 import bisect
 import os
 import re
+from fractions import Fraction
 
 import numpy as np
 from PIL import Image
 
-try:
-    import decord
-except ImportError:  # PyAV alone is enough
-    decord = None
 import av
 from av.video.reformatter import VideoReformatter
 
 FRAME_EXTS = (".jpg", ".jpeg", ".png")
+VIDEO_EXTS = (".mp4", ".avi", ".flv", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 BACKENDS = ("pyav", "decord")
+DEFAULT_BACKEND = "pyav"
 
 
 class VideoReadError(RuntimeError):
     """A sample that cannot be read; the message names the path and the reason."""
 
 
-def natural_key(name: str):
-    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+def natural_key(name) -> list:
+    """Sort key that puts `img_2` before `img_10` (and ignores case)."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", str(name))]
 
 
 def list_frame_files(folder: str) -> list[str]:
     names = [n for n in os.listdir(folder) if n.lower().endswith(FRAME_EXTS)]
     return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
+
+
+def is_frame_folder(path: str) -> bool:
+    return os.path.isdir(path) and any(n.lower().endswith(FRAME_EXTS) for n in os.listdir(path))
+
+
+def find_inputs(paths) -> list[str]:
+    """Videos from files, frame folders, and folders of videos or frame folders (searched
+    recursively, in natural order); a path that is none of these is a VideoReadError."""
+    found = []
+    for path in map(os.fspath, paths):
+        if os.path.isfile(path) or is_frame_folder(path):
+            found.append(path)
+        elif os.path.isdir(path):
+            inside = []
+            for root, dirs, files in os.walk(path):
+                dirs.sort(key=natural_key)
+                if root != path and any(n.lower().endswith(FRAME_EXTS) for n in files):
+                    inside.append(root)
+                    dirs[:] = []  # a frame folder is one video, whatever it holds below
+                    continue
+                inside += [os.path.join(root, n) for n in sorted(files, key=natural_key)
+                           if n.lower().endswith(VIDEO_EXTS)]
+            if not inside:
+                raise VideoReadError(f"{path}: no videos ({', '.join(VIDEO_EXTS)}) or frame folders inside")
+            found += inside
+        else:
+            raise VideoReadError(f"no such video, frame folder or folder: {path}")
+    return found
 
 
 def _is_avi(path: str) -> bool:
@@ -89,6 +118,7 @@ class FrameFolder:
 class DecordVideo:
     def __init__(self, path: str):
         self.path = path
+        import decord  # only when chosen: its wheel's zlib breaks OpenCV's PNG codec (see above)
         self._vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
         self.num_frames = len(self._vr)
         if self.num_frames == 0:
@@ -142,7 +172,7 @@ class PyAVVideo:
 
     def _to_rgb(self, frame) -> np.ndarray:
         # One swscale thread: PyAV's default (0, automatic) starts a thread pool in every
-        # converter, ~5 ms a clip here, more threads than the one a DataLoader worker should use,
+        # converter, slow to start, more threads than the one a DataLoader worker should use,
         # and a converter carried across a fork would wait forever on its parent's threads.
         return self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
@@ -229,7 +259,12 @@ class PyAVVideo:
         self._container.close()
 
 
-def open_source(path: str, backend: str = "pyav"):
+def _has_decord() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("decord") is not None
+
+
+def open_source(path: str, backend: str = DEFAULT_BACKEND):
     """Open a frame folder or a video file; decord, when chosen, falls back to PyAV on failure."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -240,7 +275,7 @@ def open_source(path: str, backend: str = "pyav"):
     if os.path.getsize(path) == 0:
         raise VideoReadError(f"{path}: empty file (0 bytes)")
     errors = []
-    if backend == "decord" and decord is not None and not _is_avi(path):
+    if backend == "decord" and _has_decord() and not _is_avi(path):
         try:
             return DecordVideo(path)
         except Exception as e:  # decord raises bare RuntimeErrors for any bad input
@@ -262,7 +297,7 @@ def _decode(source, indices, path):
         raise VideoReadError(f"{path}: decoding failed ({type(e).__name__}: {e})") from e
 
 
-def read_clips(path: str, choose, backend: str = "pyav") -> list[np.ndarray]:
+def read_clips(path: str, choose, backend: str = DEFAULT_BACKEND) -> list[np.ndarray]:
     """Decode the frames of several clips of one video in a single pass.
 
     `choose(num_frames)` returns a list of index sequences (one per clip); the
@@ -291,3 +326,72 @@ def read_clips(path: str, choose, backend: str = "pyav") -> list[np.ndarray]:
     where = {t: k for k, t in enumerate(union)}
     picks = [ix.tolist() for ix in index_sets]
     return [frames if pick == union else frames[[where[i] for i in pick]] for pick in picks]
+
+
+def count_frames(path: str, backend: str = DEFAULT_BACKEND) -> int:
+    source = open_source(path, backend)
+    try:
+        return source.num_frames
+    finally:
+        source.close()
+
+
+def video_fps(path: str) -> float | None:
+    """Frames per second of a video file (None for frame folders, or when the container does not say)."""
+    if os.path.isdir(path):
+        return None
+    try:
+        with av.open(path) as c:
+            rate = c.streams.video[0].average_rate
+            return float(rate) if rate else None
+    except (av.FFmpegError, IndexError, OSError):
+        return None
+
+
+def iter_frames(path: str, step: int = 1, max_frames: int | None = None):
+    """Every `step`-th frame of a video file or frame folder, in order, as uint8 `(H, W, 3)` RGB,
+    decoded one at a time (for videos too long to hold)."""
+    if os.path.isdir(path):
+        folder = FrameFolder(path)
+        for k in range(0, folder.num_frames, step)[:max_frames]:
+            yield folder.get([k])[0]
+        return
+    if not os.path.exists(path):
+        raise VideoReadError(f"{path}: missing")
+    try:
+        container = av.open(path)
+    except av.FFmpegError as e:
+        raise VideoReadError(f"{path}: cannot open video ({e})") from e
+    with container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        rgb, kept = VideoReformatter(), 0
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                if max_frames is not None and kept >= max_frames:
+                    break
+                if i % step == 0:
+                    kept += 1
+                    yield rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+        except av.FFmpegError as e:
+            raise VideoReadError(f"{path}: decoding failed after {kept} frames ({e})") from e
+
+
+def write_mp4(path: str, frames, fps: float = 25, gop: int | None = None, crf: int = 18) -> int:
+    """H.264 mp4 (yuv420p) from uint8 `(H, W, 3)` RGB frames of even sides, given as an array or
+    any iterable (written as they come); `gop` sets the keyframe interval. Returns the frame count."""
+    count = 0
+    with av.open(path, "w") as container:
+        stream = None
+        for frame in frames:
+            if stream is None:
+                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                stream.height, stream.width = frame.shape[:2]
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1",
+                                  **({"g": str(gop)} if gop else {})}
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+            count += 1
+        if stream is not None:
+            container.mux(stream.encode())
+    return count

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
+
+from datasets.video_io import natural_key
 
 Row = tuple  # (relative path, label, ...)
 Splits = dict  # {"" or "splitNN": {"train": [Row], "val": [...], "test": [...]}}
@@ -45,10 +46,6 @@ def require(path: Path, what: str) -> Path:
     if not path.exists():
         raise LayoutError(f"{what} not found: {path}")
     return path
-
-
-def natural_key(s: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s))]
 
 
 def group_folds(samples: Iterable[tuple[object, Row]], folds: Sequence[Iterable[object]]) -> Splits:
@@ -132,6 +129,24 @@ def write_splits(out: Path, splits: Splits, *, title: str = "") -> None:
 
 def print_label_map(names: Sequence[str]) -> None:
     print("labels: " + ", ".join(f"{i} {n}" for i, n in enumerate(names)))
+
+
+def write_frame_splits(a, splits: Splits, classes: Sequence[str], frames: str, name: str, title: str) -> None:
+    """Splits of frame-folder datasets: the folders they name must exist under `a.root/frames`
+    (unless `--no_check_frames`); then the label map and the split files."""
+    if not a.no_check_frames:
+        require(a.root / frames, f"{name} frame folder")
+        check_dirs_exist(a.root, {r[0] for s in splits.values() for rows in s.values() for r in rows},
+                         f"{name} frame folders")
+    print_label_map(classes)
+    write_splits(a.out, splits, title=title)
+
+
+def write_group_splits(out: Path, samples, folds, classes: Sequence[str], groups: str, title: str) -> None:
+    """Leave-group-out splits (actors, subjects): the label map, the counts, the split files."""
+    print_label_map(classes)
+    print(f"{len(samples)} clips from {len({g for g, _ in samples})} {groups}")
+    write_splits(out, group_folds(samples, folds), title=title)
 
 
 def check_dirs_exist(root: Path, rels: Iterable[str], what: str) -> None:

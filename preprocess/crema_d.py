@@ -45,9 +45,7 @@ def main(argv=None):
             continue
         actor, _, emo, _ = NAME.match(face_name(rel)).groups()
         samples.append((int(actor), (path_of[rel], CLASSES.index(emo))))
-    common.print_label_map(CLASSES)
-    print(f"{len(samples)} clips from {len({g for g, _ in samples})} actors")
-    common.write_splits(a.out, common.group_folds(samples, FOLDS), title="CREMA-D, 5 actor folds:")
+    common.write_group_splits(a.out, samples, FOLDS, CLASSES, "actors", "CREMA-D, 5 actor folds:")
 
 
 if __name__ == "__main__":

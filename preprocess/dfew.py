@@ -50,12 +50,7 @@ def main(argv=None):
     for k in range(1, 6):
         splits[f"split{k:02d}"] = {part: read_set(ann / d / f"set_{k}.csv", a.frames_dir)
                                    for part, d in SPLIT_DIRS.items()}
-    if not a.no_check_frames:
-        common.require(a.root / a.frames_dir, "DFEW frame folder")
-        common.check_dirs_exist(a.root, {r[0] for s in splits.values() for rows in s.values() for r in rows},
-                                "DFEW frame folders")
-    common.print_label_map(CLASSES)
-    common.write_splits(a.out, splits, title="DFEW, 5 folds:")
+    common.write_frame_splits(a, splits, CLASSES, a.frames_dir, "DFEW", "DFEW, 5 folds:")
 
 
 if __name__ == "__main__":

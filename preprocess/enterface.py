@@ -59,9 +59,7 @@ def main(argv=None):
         raise common.LayoutError(f"no .avi files under {a.root}/subject */")
     path_of, bad = common.sample_paths(a.root, rels, a, face_name)
     samples = [(info[r][0], (path_of[r], info[r][1])) for r in rels if r not in bad]
-    common.print_label_map(CLASSES)
-    print(f"{len(samples)} clips from {len({g for g, _ in samples})} subjects")
-    common.write_splits(a.out, common.group_folds(samples, FOLDS), title="eNTERFACE'05, 5 subject folds:")
+    common.write_group_splits(a.out, samples, FOLDS, CLASSES, "subjects", "eNTERFACE'05, 5 subject folds:")
 
 
 if __name__ == "__main__":

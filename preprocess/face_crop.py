@@ -4,7 +4,8 @@
                                    [--margin 0.3] [--workers N] [--frame_step 1] [--max_frames N]
 
 Each video becomes OUT/<path relative to its input folder, without extension>/ (jpg frames
-00001.jpg, 00002.jpg, ...) or OUT/<...>.mp4. Finished videos are skipped on a rerun: output is
+00001.jpg, 00002.jpg, ...) or OUT/<...>.mp4 (H.264). Videos are read and written through PyAV, as
+training reads them (`datasets.video_io`). Finished videos are skipped on a rerun: output is
 written under a temporary name and renamed when complete, so an existing output is a finished
 one. Videos in which no face is found get no output but an empty `<name>.noface` marker, and are
 listed (with unreadable ones) in OUT/face_crop_report.json; reruns report them again.
@@ -15,8 +16,8 @@ largest face per frame, drops detections that disagree with their neighbours, st
 segment at a shot cut (a jump of the face), interpolates frames without a detection and averages
 the box over a sliding window inside each segment, so crops do not jitter.
 
-From other code: `crop_faces(frames)` crops a list of BGR frames in memory and `crop_video(src,
-dst)` processes one file.
+From other code: `crop_faces(frames)` crops a list of RGB frames in memory, `frame_cropper()` gives
+the cropper inference uses, and `crop_video(src, dst)` processes one file.
 """
 from __future__ import annotations
 
@@ -31,10 +32,10 @@ from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
+from PIL import Image
 
+from datasets.video_io import VIDEO_EXTS, iter_frames, video_fps, write_mp4
 from preprocess.haar import detect_faces
-
-VIDEO_EXTS = (".mp4", ".avi", ".flv", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 
 @dataclass
@@ -56,27 +57,12 @@ class CropConfig:
 
 
 def read_frames(path: str | os.PathLike, step: int = 1, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise IOError(f"cannot open video {path}")
-    try:
-        i = kept = 0
-        while max_frames is None or kept < max_frames:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if i % step == 0:
-                kept += 1
-                yield frame
-            i += 1
-    finally:
-        cap.release()
+    """Every `step`-th RGB frame, decoded one at a time."""
+    return iter_frames(str(path), step, max_frames)
 
 
 def _fps(path) -> float:
-    cap = cv2.VideoCapture(str(path))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    cap.release()
+    fps = video_fps(str(path)) or 25.0
     return fps if 1 <= fps <= 240 else 25.0
 
 
@@ -90,7 +76,7 @@ def detect_boxes(frames: Iterable[np.ndarray], cfg: CropConfig) -> tuple[np.ndar
         h, w = frame.shape[:2]
         s = min(1.0, cfg.det_short_side / min(h, w))
         small = cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-        gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small)
+        gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small)
         faces = detect_faces(gray, cfg.scale_factor, cfg.min_neighbors,
                              max(24, int(cfg.min_face * min(gray.shape))), cfg.cascade)
         if faces:
@@ -155,7 +141,7 @@ def crop_frame(frame: np.ndarray, box: Sequence[float], size: int, margin: float
 
 
 def crop_faces(frames: Sequence[np.ndarray], cfg: CropConfig | None = None):
-    """Crop a list of BGR frames in memory: (crops or None if no face, per-frame boxes, info)."""
+    """Crop a list of RGB frames in memory: (crops or None if no face, per-frame boxes, info)."""
     cfg = cfg or CropConfig()
     raw, n = detect_boxes(frames, cfg)
     boxes = smooth_track(raw, cfg)
@@ -163,6 +149,17 @@ def crop_faces(frames: Sequence[np.ndarray], cfg: CropConfig | None = None):
     if boxes is None:
         return None, None, info
     return [crop_frame(f, b, cfg.size, cfg.margin) for f, b in zip(frames, boxes)], boxes, info
+
+
+def frame_cropper(size: int = 224, margin: float = 0.3):
+    """`crop(frames) -> (crops (N, S, S, 3) or None, info)` for RGB frames in memory, as inference
+    uses it: the detector on every frame given, the track smoothed over 3 of them."""
+    cfg = CropConfig(size=size, margin=margin, detect_every=1, smooth=3)
+
+    def crop(frames):
+        crops, _, info = crop_faces(list(frames), cfg)
+        return (None if crops is None else np.stack(crops)), info
+    return crop
 
 
 def _info(raw: np.ndarray, n: int, cfg: CropConfig) -> dict:
@@ -215,17 +212,11 @@ def _write(crops: Iterable[np.ndarray], tmp: Path, cfg: CropConfig, fps: float) 
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     tmp.parent.mkdir(parents=True, exist_ok=True)
     if cfg.fmt == "mp4":
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (cfg.size, cfg.size))
-        if not writer.isOpened():
-            raise IOError("cv2.VideoWriter cannot write mp4 here")
-        for c in crops:
-            writer.write(c)
-        writer.release()
+        write_mp4(str(tmp), crops, fps)
         return
     tmp.mkdir()
     for i, c in enumerate(crops, 1):
-        if not cv2.imwrite(str(tmp / f"{i:05d}.jpg"), c, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality]):
-            raise IOError(f"cannot write {tmp / f'{i:05d}.jpg'}")
+        Image.fromarray(c).save(tmp / f"{i:05d}.jpg", quality=cfg.jpeg_quality)
 
 
 def _worker_init():

@@ -36,11 +36,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     setup = common.require(a.root / "4_setups" / "All_scenes", "FERV39k setup folder")
     split = {"train": read_list(setup / "train_All.csv"), "test": read_list(setup / "test_All.csv")}
-    if not a.no_check_frames:
-        common.require(a.root / FRAMES, "FERV39k frame folder")
-        common.check_dirs_exist(a.root, [r[0] for rows in split.values() for r in rows], "FERV39k frame folders")
-    common.print_label_map(CLASSES)
-    common.write_splits(a.out, {"": split}, title="FERV39k, official split:")
+    common.write_frame_splits(a, {"": split}, CLASSES, FRAMES, "FERV39k", "FERV39k, official split:")
 
 
 if __name__ == "__main__":

@@ -41,12 +41,7 @@ def main(argv=None):
     sets = common.require(a.root / SETS, "MAFW split folder")
     splits = {f"split{k:02d}": {part: read_list(sets / f"set_{k}" / f"{part}.txt") for part in ("train", "test")}
               for k in range(1, 6)}
-    if not a.no_check_frames:
-        common.require(a.root / FRAMES, "MAFW frame folder")
-        common.check_dirs_exist(a.root, {r[0] for s in splits.values() for rows in s.values() for r in rows},
-                                "MAFW frame folders")
-    common.print_label_map(CLASSES)
-    common.write_splits(a.out, splits, title="MAFW (11 classes, single-labelled), 5 folds:")
+    common.write_frame_splits(a, splits, CLASSES, FRAMES, "MAFW", "MAFW (11 classes, single-labelled), 5 folds:")
 
 
 if __name__ == "__main__":

@@ -44,9 +44,7 @@ def main(argv=None):
         raise common.LayoutError(f"no video-only speech clips (02-01-*.mp4) under {a.root}/Actor_*")
     path_of, bad = common.sample_paths(a.root, rels, a)
     samples = [(fields[r][0], (path_of[r], fields[r][1])) for r in rels if r not in bad]
-    common.print_label_map(CLASSES)
-    print(f"{len(samples)} clips from {len({g for g, _ in samples})} actors")
-    common.write_splits(a.out, common.group_folds(samples, FOLDS), title="RAVDESS, 6 actor folds:")
+    common.write_group_splits(a.out, samples, FOLDS, CLASSES, "actors", "RAVDESS, 6 actor folds:")
 
 
 if __name__ == "__main__":

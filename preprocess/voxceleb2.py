@@ -2,10 +2,10 @@
 
 Reads, under --root:
   dev/mp4/<speaker id>/<youtube id>/<clip>.mp4   (224x224 face tracks, 25 fps)
-With --check every clip is opened in a process pool (decord, falling back to PyAV) and clips
-that neither can decode are left out and listed in <out>/undecodable.txt, instead of relying on
-a fixed exclusion list. The split file is named train.csv so that --data_path <out> works for
-run_pretrain.py like for fine-tuning.
+With --check every clip is opened in a process pool and read as `python -m datasets.check` reads
+it (first, middle and last frames); clips that cannot be decoded are left out and listed in
+<out>/undecodable.txt, instead of relying on a fixed exclusion list. The split file is named
+train.csv so that --data_path <out> works for run_pretrain.py like for fine-tuning.
 """
 from __future__ import annotations
 
@@ -31,26 +31,9 @@ def scan(root: Path) -> list[str]:
 
 
 def decodable(path: str) -> tuple[str, str | None]:
-    """(path, None) if decord or PyAV decodes its first and last frames, else (path, reason)."""
-    try:
-        import decord
-        vr = decord.VideoReader(path, num_threads=1)
-        if len(vr) == 0:
-            raise ValueError("no frames")
-        vr[0].asnumpy()
-        vr[len(vr) - 1].asnumpy()
-        return path, None
-    except Exception as e:  # decord fails on some valid files: give PyAV a chance
-        first = f"decord: {type(e).__name__}: {e}"
-    try:
-        import av
-        with av.open(path) as c:
-            n = sum(1 for _ in c.decode(video=0))
-        if n == 0:
-            raise ValueError("no frames")
-        return path, None
-    except Exception as e:
-        return path, f"{first}; pyav: {type(e).__name__}: {e}"
+    """(path, None) if its first, middle and last frames decode, else (path, reason)."""
+    from datasets.check import check_sample
+    return path, check_sample(path)
 
 
 def check(root: Path, clips: list[str], workers: int) -> dict[str, str]:

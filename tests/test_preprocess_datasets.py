@@ -1,10 +1,10 @@
 """VoxCeleb2, First Impressions, AVCAffe and Werewolf-XL scripts on small fixture layouts."""
 import pickle
 
-import cv2
 import numpy as np
 import pytest
 
+from datasets import video_io
 from preprocess import avcaffe, common, first_impressions, voxceleb2, werewolf_xl
 
 
@@ -14,10 +14,7 @@ def rows(path):
 
 def write_mp4(path, n=8):
     path.parent.mkdir(parents=True, exist_ok=True)
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (32, 32))
-    for i in range(n):
-        w.write(np.full((32, 32, 3), 20 * i, np.uint8))
-    w.release()
+    video_io.write_mp4(str(path), [np.full((32, 32, 3), 20 * i, np.uint8) for i in range(n)])
 
 
 def test_voxceleb2_scan_and_check(tmp_path, capsys):

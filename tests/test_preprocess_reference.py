@@ -3,7 +3,6 @@ lists themselves, then each preprocessing script must reproduce the lists line f
 import gzip
 from pathlib import Path
 
-import pytest
 
 from preprocess import crema_d, dfew, enterface, ferv39k, mafw, ravdess
 
