@@ -93,15 +93,6 @@ class VideoClsDataset(Dataset):
         return [self._augment(clip) for _ in range(self.num_sample)]
 
     # -- validation / test -----------------------------------------------------
-    def _eval_view(self, clip: torch.Tensor, crop: int) -> torch.Tensor:
-        clip = T.resize_short_side(clip, self.short_side_size)
-        h, w = clip.shape[-2:]
-        size, count = self.input_size, self.test_num_crop
-        top = T.crop_offsets(h, size, count)[crop]
-        left = T.crop_offsets(w, size, count)[crop]
-        clip = clip[..., top:top + size, left:left + size]
-        return T.to_model_input(clip)
-
     def _load_eval(self, index, segment=0, crop=0):
         def choose(n):
             if self.mode == "validation":
@@ -109,7 +100,7 @@ class VideoClsDataset(Dataset):
             windows = uniform_windows(n, self.num_frames, self.sampling_rate, self.test_num_segment)
             return [windows[segment]]
         (frames,) = self._read(self.samples[index].path, choose)
-        return self._eval_view(T.to_clip_tensor(frames), crop)
+        return T.eval_view(T.to_clip_tensor(frames), self.input_size, self.short_side_size, crop, self.test_num_crop)
 
     def __getitem__(self, index):
         if self.mode == "train":

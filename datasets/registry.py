@@ -1,9 +1,20 @@
-"""What the engine needs to know about each dataset: task, classes or targets, folds, metric."""
-from dataclasses import dataclass, field
+"""What the engine needs to know about each dataset: task, classes or targets, splits, metric,
+sampling rate. The one home of these facts: the entry points, the tools and the scripts ask here.
+
+    python -m datasets.registry DFEW      prints the facts as shell assignments (for scripts/)
+"""
+import argparse
+import shlex
+import sys
+from dataclasses import dataclass
 
 
 class DatasetSpecError(ValueError):
     """An unknown dataset name, or options that do not fit the dataset."""
+
+
+def _folds(n):
+    return tuple(f"split{k:02d}" for k in range(1, n + 1))
 
 
 @dataclass(frozen=True)
@@ -12,38 +23,40 @@ class DatasetInfo:
     task: str  # classification | regression | clip_classification | pretrain
     classes: tuple = ()
     targets: tuple = ()
-    folds: int = 1
+    # Sub-folders of the split folder that the preprocessing writes, one run each ("." = the
+    # folder itself); "joint" pools their test predictions into one score, "each" scores each.
+    splits: tuple = (".",)
+    pool: str = "joint"
     metric: str = "uar"  # what picks the best checkpoint and what the paper reports first
     sampling_rate: int = 4
-    has_val: bool = False
-    notes: str = ""
-    extra_metrics: tuple = field(default_factory=tuple)
 
     @property
     def num_outputs(self):
         return len(self.classes) if self.classes else len(self.targets)
 
 
+_EMOTIONS7 = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
 _DATASETS = [
-    DatasetInfo("VOXCELEB2", "pretrain", notes="unlabelled pre-training clips"),
-    DatasetInfo("DFEW", "classification",
-                ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"), folds=5),
-    DatasetInfo("FERV39K", "classification",
-                ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"), sampling_rate=1),
+    DatasetInfo("VOXCELEB2", "pretrain"),
+    DatasetInfo("DFEW", "classification", _EMOTIONS7, splits=_folds(5)),
+    DatasetInfo("FERV39K", "classification", _EMOTIONS7, sampling_rate=1),
     DatasetInfo("MAFW", "classification",
                 ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise", "contempt", "anxiety",
-                 "helplessness", "disappointment"), folds=5),
-    DatasetInfo("CREMA-D", "classification", ("anger", "disgust", "fear", "happy", "neutral", "sad"), folds=5),
+                 "helplessness", "disappointment"), splits=_folds(5)),
+    DatasetInfo("CREMA-D", "classification", ("anger", "disgust", "fear", "happy", "neutral", "sad"),
+                splits=_folds(5)),
     DatasetInfo("RAVDESS", "classification",
-                ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"), folds=6),
+                ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"), splits=_folds(6)),
     DatasetInfo("ENTERFACE05", "classification",
-                ("anger", "disgust", "fear", "happiness", "sadness", "surprise"), folds=5),
-    DatasetInfo("WEREWOLF-XL", "regression", targets=("arousal", "valence", "dominance"), folds=5, metric="ccc"),
-    DatasetInfo("AVCAFFE", "clip_classification", tuple(str(i) for i in range(5)), metric="weighted_f1",
-                notes="one run per self-report target (arousal or valence); 5 score classes"),
+                ("anger", "disgust", "fear", "happiness", "sadness", "surprise"), splits=_folds(5)),
+    DatasetInfo("WEREWOLF-XL", "regression", targets=("arousal", "valence", "dominance"), splits=_folds(5),
+                metric="ccc"),
+    # One run per self-reported target, each scored on its own: 5 score classes.
+    DatasetInfo("AVCAFFE", "clip_classification", tuple(str(i) for i in range(5)), splits=("arousal", "valence"),
+                pool="each", metric="weighted_f1"),
     DatasetInfo("FIRST-IMPRESSIONS", "regression",
                 targets=("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"),
-                metric="ccc", has_val=True, extra_metrics=("acc",)),
+                metric="ccc"),
 ]
 DATASETS = {d.name: d for d in _DATASETS}
 _ALIASES = {"CREMAD": "CREMA-D", "ENTERFACE": "ENTERFACE05", "WEREWOLF": "WEREWOLF-XL", "WEREWOLFXL": "WEREWOLF-XL",
@@ -73,3 +86,56 @@ def get_dataset_info(name, nb_classes=None, task=None, num_targets=None):
         raise DatasetSpecError(f"{info.name} has {info.num_outputs} {'classes' if info.classes else 'targets'}, "
                          f"but --nb_classes {nb_classes} was given")
     return info
+
+
+def read_class_names(value):
+    """A comma-separated list, or a text file with one name a line (like the demo's classes.txt)."""
+    import os
+    if os.path.isfile(value):
+        with open(value, encoding="utf-8-sig") as f:
+            return [line.strip() for line in f if line.strip()]
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def output_names(num_outputs, data_set=None, task=None, nb_classes=None, num_targets=None, class_names=None):
+    """``(task, names)`` of a model's outputs: ``class_names`` if given, else the registry's for
+    ``data_set``, else numbers. The count must match ``num_outputs``."""
+    names = None
+    if data_set:
+        info = get_dataset_info(data_set, nb_classes or num_outputs, task, num_targets)
+        if info.task != "pretrain":
+            task, names = info.task, list(info.classes or info.targets)
+    if class_names:
+        names = read_class_names(class_names)
+    names = names or [str(i) for i in range(num_outputs)]
+    if len(names) != num_outputs:
+        raise DatasetSpecError(f"{len(names)} class/target names ({', '.join(names[:8])}) for a model with "
+                               f"{num_outputs} outputs")
+    return task or "classification", names
+
+
+def default_sampling_rate(data_set=None, task=None):
+    """The frame stride of a dataset's recipe (FERV39k samples every frame), 4 otherwise."""
+    try:
+        return get_dataset_info(data_set, task=task).sampling_rate if data_set else 4
+    except DatasetSpecError:
+        return 4
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="A registered dataset's facts as shell assignments.")
+    p.add_argument("data_set")
+    args = p.parse_args(argv)
+    try:
+        info = get_dataset_info(args.data_set)
+    except DatasetSpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    facts = {"DATA_SET": info.name, "TASK": info.task, "SPLITS": " ".join(info.splits), "POOL": info.pool,
+             "VAL_METRIC": info.metric, "NB_CLASSES": info.num_outputs, "SAMPLING_RATE_DEFAULT": info.sampling_rate}
+    print("\n".join(f"{k}={shlex.quote(str(v))}" for k, v in facts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

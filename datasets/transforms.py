@@ -108,7 +108,7 @@ def random_resized_crop(clip: torch.Tensor, size: int, scale=(0.08, 1.0),
 
 def hflip(clip: torch.Tensor) -> torch.Tensor:
     """Mirror a uint8 `(T, 3, H, W)` clip left-right: OpenCV on the frames stacked into one
-    channels-last image, 8x faster than `Tensor.flip` on a channels-last clip."""
+    channels-last image (`Tensor.flip` on a channels-last clip is several times slower)."""
     t, c, h, w = clip.shape
     frames = np.ascontiguousarray(clip.permute(0, 2, 3, 1).numpy()).reshape(t * h, w, c)
     return torch.from_numpy(cv2.flip(frames, 1).reshape(t, h, w, c)).permute(0, 3, 1, 2)
@@ -126,6 +126,21 @@ def crop_offsets(length: int, size: int, count: int) -> list[int]:
     if count == 1:
         return [(length - size) // 2]
     return np.round(np.linspace(0, length - size, count)).astype(int).tolist()
+
+
+def eval_view(clip: torch.Tensor, size: int, short_side: int | None = None, crop: int = 0, num_crops: int = 1,
+              face: bool = False) -> torch.Tensor:
+    """How validation and testing see a uint8 `(T, 3, H, W)` clip: short side resized to
+    `short_side` (default `size`), crop `crop` of `num_crops` placed evenly along both axes (the
+    centre for one), normalised `(3, T, size, size)`. `face` first takes the fixed face box of
+    pre-training (for 224x224 face tracks)."""
+    if face:
+        top, left, h, w = face_box(*clip.shape[-2:])
+        clip = clip[..., top:top + h, left:left + w]
+    clip = resize_short_side(clip, short_side or size)
+    h, w = clip.shape[-2:]
+    top, left = crop_offsets(h, size, num_crops)[crop], crop_offsets(w, size, num_crops)[crop]
+    return to_model_input(clip[..., top:top + size, left:left + size])
 
 
 def _affine_coefficients(name: str, args: tuple, height: int, width: int):
@@ -204,10 +219,9 @@ class ClipRandAugment:
     statistics from the whole clip instead of letting them flicker frame to frame. Ops that map
     each pixel value on its own (Invert, Posterize, Solarize, SolarizeAdd, Brightness, and
     Contrast once the clip's mean is known) become a lookup table, read off timm's op applied to a
-    ramp of all 256 values, and OpenCV applies it to the clip (16 frames at 160 px: Brightness
-    5 -> 0.9 ms, Contrast 6 -> 2 ms). The other colour ops run through timm on the frames stacked
-    into one tall image. The geometric ops and Sharpness (PIL's bicubic warps cost ~1.5 ms a
-    frame) go through OpenCV with the same maps: a bilinear affine warp in PIL's pixel
+    ramp of all 256 values, and OpenCV applies it to the clip. The other colour ops run through
+    timm on the frames stacked into one tall image. The geometric ops and Sharpness (PIL's bicubic
+    warps are slow) go through OpenCV with the same maps: a bilinear affine warp in PIL's pixel
     convention, and PIL's smoothing kernel.
     """
 

@@ -22,9 +22,11 @@ def _user_error_types():
     from datasets.annotations import AnnotationError
     from datasets.registry import DatasetSpecError
     from datasets.robust import BadSampleError, TooManyBadSamples
+    from datasets.video_io import VideoReadError
     from models.checkpoint import CheckpointMismatchError, CheckpointReadError
+    from models.factory import UnknownModelError
     return (UserError, AnnotationError, DatasetSpecError, CheckpointMismatchError, CheckpointReadError,
-            BadSampleError, TooManyBadSamples)
+            BadSampleError, TooManyBadSamples, UnknownModelError, VideoReadError)
 
 
 def _message(err):
@@ -67,3 +69,39 @@ def explicit_options(parser, argv=None):
             action.default = default
         parser._defaults.update(saved_defaults)
     return frozenset(vars(given))
+
+
+def int_list(value):
+    """``'12 6 3'`` or ``12,6,3`` → ``[12, 6, 3]`` (a list-valued option in one word)."""
+    return [int(v) for v in str(value).replace(",", " ").split()]
+
+
+def add_model_options(parser):
+    """Options of the tools that restate what a checkpoint records (all default to the checkpoint's
+    values; one that disagrees is an error unless ``--force_config``)."""
+    g = parser.add_argument_group("model and clips (default: what the checkpoint records)")
+    g.add_argument("--model", default=None, help="registered model name")
+    g.add_argument("--input_size", type=int, default=None, help="clip side in pixels")
+    g.add_argument("--num_frames", type=int, default=None, help="frames per clip")
+    g.add_argument("--sampling_rate", type=int, default=None, help="frame stride inside a clip")
+    g.add_argument("--tubelet_size", type=int, default=None)
+    g.add_argument("--short_side_size", type=int, default=None, help="resize before the centre crop")
+    g.add_argument("--stage_depths", type=int_list, default=None, help="e.g. '12 6 3' or 12,6,3")
+    g.add_argument("--num_bottleneck_tokens", type=int_list, default=None)
+    g.add_argument("--embed_dim", type=int, default=None, help="only for models trained with a custom width")
+    g.add_argument("--num_heads", type=int, default=None)
+    g.add_argument("--temporal_kernel_size", type=int, default=None)
+    g.add_argument("--data_set", default=None, help="registered dataset name (class names), or custom")
+    g.add_argument("--nb_classes", type=int, default=None)
+    g.add_argument("--task", default=None, choices=["classification", "regression", "clip_classification"])
+    g.add_argument("--force_config", action="store_true",
+                   help="let these options override what the checkpoint records (a conflict is an error otherwise)")
+    return g
+
+
+def typed_options(args):
+    """``{option: value}`` of the model options a tool's user gave (their default is None); ``args``
+    is a namespace or a dict."""
+    from models.checkpoint import CLIP_KEYS, MODEL_KEYS, OUTPUT_KEYS
+    values = args if isinstance(args, dict) else vars(args)
+    return {k: v for k, v in values.items() if k in MODEL_KEYS + CLIP_KEYS + OUTPUT_KEYS and v is not None}

@@ -120,3 +120,12 @@ def write_reports(output_dir, frame, metrics, task, names, prefix=""):
     ax.set_title(f"UAR {metrics['uar']:.2f}  WAR {metrics['war']:.2f}")
     fig.tight_layout(), fig.savefig(os.path.join(output_dir, f"{prefix}confusion_matrix.png"), dpi=100)
     plt.close(fig)
+
+
+def write_json(path, obj):
+    """Write ``obj`` as JSON atomically (a temporary file renamed): a killed run leaves no cut file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, allow_nan=False)
+    os.replace(tmp, path)

@@ -74,57 +74,114 @@ def extract_state_dict(checkpoint, model_key="model|module|state_dict"):
 
 def checkpoint_args(checkpoint):
     args = checkpoint.get("args") if isinstance(checkpoint, dict) else None
-    return vars(args) if isinstance(args, argparse.Namespace) else (args or {})
+    return dict(vars(args) if isinstance(args, argparse.Namespace) else (args or {}))
 
 
-# What a checkpoint's ``args`` record about its model and the clips it was trained on: evaluating
-# it with other values gives other numbers without any error.
-MODEL_CONFIG_KEYS = ("model", "input_size", "num_frames", "tubelet_size", "sampling_rate", "short_side_size",
-                     "stage_depths", "num_bottleneck_tokens", "temporal_kernel_size", "use_mean_pooling",
-                     "keep_temporal_dim")
+# -- key mapping and comparison ------------------------------------------------------------------
+
+WRAPPERS = ("module.", "_orig_mod.")  # DDP and torch.compile
 
 
-def _same(a, b):
+def strip_wrappers(state_dict, prefixes=WRAPPERS):
+    out = OrderedDict()
+    for key, value in state_dict.items():
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def is_pretrain_state(state_dict):
+    """Whether the weights are a masked autoencoder's (they have its decoder)."""
+    return any(k.startswith(PRETRAIN_ONLY) for k in strip_wrappers(state_dict))
+
+
+def compare_state_dicts(own, theirs):
+    """Which keys match (name and shape), differ in shape, are missing from ``theirs`` or unexpected."""
+    out = {"matched": [], "mismatched": [], "missing": [], "unexpected": []}
+    for key, value in own.items():
+        if key not in theirs:
+            out["missing"].append(key)
+        elif tuple(theirs[key].shape) != tuple(value.shape):
+            out["mismatched"].append(f"{key}: checkpoint {tuple(theirs[key].shape)}, model {tuple(value.shape)}")
+        else:
+            out["matched"].append(key)
+    out["unexpected"] = [k for k in theirs if k not in own]
+    return out
+
+
+def load_strict(model, state_dict, what="checkpoint"):
+    """``load_state_dict(strict=True)`` that explains a mismatch in a few lines, not a wall of keys."""
+    state_dict = strip_wrappers(state_dict)
+    diff = compare_state_dicts(model.state_dict(), state_dict)
+    if diff["mismatched"] or diff["missing"] or diff["unexpected"]:
+        lines = [f"{what} does not fit the model ({len(diff['matched'])} tensors match):"]
+        for kind in ("mismatched", "missing", "unexpected"):
+            if diff[kind]:
+                lines.append(f"  {len(diff[kind])} {kind}, e.g. " + "; ".join(diff[kind][:4]))
+        lines.append("  pick the matching --model / --input_size / --num_frames / --stage_depths, "
+                     "or check the file with `python -m tools.model_info --checkpoint`")
+        raise CheckpointMismatchError("\n".join(lines))
+    model.load_state_dict(state_dict)
+    return model
+
+
+# -- the configuration a checkpoint records ----------------------------------------------------------
+
+# What a checkpoint's ``args`` say about its model, its clips and its outputs: using it with other
+# values gives other numbers without any error.
+MODEL_KEYS = ("model", "input_size", "num_frames", "tubelet_size", "stage_depths", "num_bottleneck_tokens",
+              "temporal_kernel_size", "embed_dim", "num_heads", "use_mean_pooling", "keep_temporal_dim",
+              "decoder_depth", "decoder_embed_dim", "decoder_num_heads")
+CLIP_KEYS = ("sampling_rate", "short_side_size")
+OUTPUT_KEYS = ("data_set", "nb_classes", "task", "num_targets")
+
+
+def _same(key, a, b):
+    if key == "model":
+        from .factory import finetune_name
+        return finetune_name(a) == finetune_name(b)
     norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
     return norm(a) == norm(b)
 
 
-def adopt_checkpoint_config(args, recorded, given, force=False, keys=MODEL_CONFIG_KEYS):
-    """Set the model and clip options of ``args`` to the checkpoint's ``recorded`` values.
+def checkpoint_config(recorded, given, force=False, keys=MODEL_KEYS + CLIP_KEYS + OUTPUT_KEYS):
+    """``(config, adopted)`` for ``keys``: what the checkpoint ``recorded``, except where the user
+    ``given`` a value (``{key: value}`` of what was typed).
 
-    An option the user typed (``given``) that disagrees is an error (a
-    :class:`CheckpointMismatchError` listing each one) unless ``force``, in which case the typed
-    value stays. Returns ``{option: value}`` of what was taken from the checkpoint.
+    A typed value that disagrees with the checkpoint is a :class:`CheckpointMismatchError` listing
+    each one, unless ``force`` (the typed value then wins). ``adopted`` is what came from the
+    checkpoint alone. A model name of the release's own registry is ignored (``--model`` decides).
     """
     import timm
-    adopted, conflicts = {}, []
+
+    from .factory import finetune_name
+    config, adopted, conflicts = {}, {}, []
     for key in keys:
-        value = recorded.get(key)
-        if value is None or not hasattr(args, key) or _same(value, getattr(args, key)):
-            continue
-        if key == "model" and not timm.is_model(value):
-            continue  # a name of the release's registry: the user's --model decides
-        if key in given:
-            if not force:
-                conflicts.append(f"--{key} {getattr(args, key)} (the checkpoint was trained with {value})")
-            continue
-        setattr(args, key, list(value) if isinstance(value, tuple) else value)
-        adopted[key] = value
+        value, mine = recorded.get(key), given.get(key)
+        if key == "model" and value is not None and not timm.is_model(finetune_name(value)):
+            value = None
+        if value is None or mine is None:
+            if value is not None:
+                adopted[key] = value
+            if mine is not None or value is not None:
+                config[key] = mine if mine is not None else value
+        elif _same(key, value, mine) or force:
+            config[key] = mine
+        else:
+            conflicts.append(f"--{key} {mine} (the checkpoint records {value})")
     if conflicts:
         raise CheckpointMismatchError(
             "options that disagree with the checkpoint: " + "; ".join(conflicts)
-            + ". Drop them (the checkpoint's values are used), or add --force_config True to evaluate "
-              "with yours anyway")
-    return adopted
+            + ". Drop them (the checkpoint's values are used), or add --force_config to use yours anyway")
+    return config, adopted
 
 
 def to_finetune_keys(state_dict):
     """Strip wrapper prefixes and drop everything only the pre-training model has."""
     out = OrderedDict()
-    for key, value in state_dict.items():
-        for prefix in ("module.", "backbone.", "_orig_mod."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
+    for key, value in strip_wrappers(state_dict, WRAPPERS + ("backbone.",)).items():
         if key.startswith(PRETRAIN_ONLY):
             continue
         if key.startswith("encoder."):
@@ -240,3 +297,41 @@ def format_report(report):
         parts.append(f"unused checkpoint tensors ({len(report['unused'])}): " + ", ".join(report["unused"][:8])
                      + (" ..." if len(report["unused"]) > 8 else ""))
     return "; ".join(parts)
+
+
+# -- a model as its checkpoint records it ----------------------------------------------------------
+
+def model_from_checkpoint(checkpoint, given=None, force=False, kind="any"):
+    """``(model, config)``: the model a checkpoint file (or loaded dict) records, loaded strictly
+    (``config["model"]`` is the name built).
+
+    ``kind``: ``classifier`` (a fine-tuned model with its trained head), ``pretrain`` (the masked
+    autoencoder with its decoder), or ``any`` (what the file holds). ``given`` and ``force`` as in
+    :func:`checkpoint_config`. The model is in eval mode.
+    """
+    from .factory import config_kwargs, create_model, finetune_name, pretrain_name
+    if not isinstance(checkpoint, dict):
+        checkpoint = load_checkpoint_file(checkpoint)
+    state = strip_wrappers(extract_state_dict(checkpoint))
+    config, _ = checkpoint_config(checkpoint_args(checkpoint), given or {}, force)
+    name = config.get("model") or "svfap_base_patch16_160"
+    if is_pretrain_state(state):
+        if kind == "classifier":
+            raise CheckpointMismatchError("this is a pre-training checkpoint (it has a decoder and no classifier): "
+                                          "predicting needs a fine-tuned one; for features use tools.extract_features")
+        config["model"] = pretrain_name(name)
+        model = create_model(config["model"], **config_kwargs(config, pretrain=True))
+        return load_strict(model, state, f"pre-training checkpoint ({config['model']})").eval(), config
+    if kind == "pretrain":
+        raise CheckpointMismatchError("this checkpoint has no decoder (a fine-tuned model): give a pre-training one")
+    state = to_finetune_keys(state)
+    head = state.get("head.weight")
+    if kind == "classifier" and head is None:
+        raise CheckpointMismatchError("the checkpoint has no classifier weights (head.weight): it cannot predict")
+    outputs = int(head.shape[0]) if head is not None else 0
+    if kind == "classifier" and config.get("nb_classes") and int(config["nb_classes"]) != outputs:
+        raise CheckpointMismatchError(f"--nb_classes / the checkpoint's args say {config['nb_classes']} outputs, "
+                                      f"but its classifier has {outputs}")
+    config["model"] = finetune_name(name)
+    model = create_model(config["model"], num_classes=outputs, **config_kwargs(config))
+    return load_strict(model, state, f"checkpoint ({config['model']})").eval(), config

@@ -14,7 +14,8 @@ from .tpsbt import TPSBT
 
 _TIMM_ONLY = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
-_COMMON = dict(img_size=160, patch_size=16, tubelet_size=2, num_frames=16, mlp_ratio=4.0, qkv_bias=True,
+PATCH_SIZE = 16  # every registered model's
+_COMMON = dict(img_size=160, patch_size=PATCH_SIZE, tubelet_size=2, num_frames=16, mlp_ratio=4.0, qkv_bias=True,
                num_bottleneck_tokens=8, temporal_kernel_size=2)
 
 SVFAP_BASE = dict(_COMMON, embed_dim=512, num_heads=8, stage_depths=(12, 6, 3))
@@ -98,3 +99,38 @@ def pretrain_svfap_tiny_patch16_160(pretrained=False, **kwargs):
 def pretrain_videomae_base_patch16_160(pretrained=False, **kwargs):
     """VideoMAE ViT-B masked autoencoder baseline; decoder 384 wide, 6 heads, depth 4."""
     return _pretrain(VIDEOMAE_BASE, pretrained, kwargs)
+
+
+class UnknownModelError(ValueError):
+    """A model name that is not registered."""
+
+
+def create_model(name, **kwargs):
+    """``timm.create_model`` of a registered model; an unknown name lists the known ones."""
+    import timm
+    if not timm.is_model(name):
+        raise UnknownModelError(f"unknown model {name!r}; registered: {', '.join(MODEL_NAMES)}")
+    return timm.create_model(name, **kwargs)
+
+
+def finetune_name(name):
+    return name[len("pretrain_"):] if name.startswith("pretrain_") else name
+
+
+def pretrain_name(name):
+    return name if name.startswith("pretrain_") else "pretrain_" + name
+
+
+# Option names of the entry points (and checkpoints' args) -> constructor keywords.
+_CONFIG = {"input_size": "img_size", "num_frames": "num_frames", "tubelet_size": "tubelet_size",
+           "stage_depths": "stage_depths", "num_bottleneck_tokens": "num_bottleneck_tokens",
+           "temporal_kernel_size": "temporal_kernel_size", "embed_dim": "embed_dim", "num_heads": "num_heads"}
+_PRETRAIN_ONLY = ("decoder_depth", "decoder_embed_dim", "decoder_num_heads")
+_FINETUNE_ONLY = ("use_mean_pooling", "keep_temporal_dim")
+
+
+def config_kwargs(config, pretrain=False):
+    """Constructor keywords for a configuration given in option names (unset ones keep the
+    registered defaults)."""
+    names = {**_CONFIG, **{k: k for k in (_PRETRAIN_ONLY if pretrain else _FINETUNE_ONLY)}}
+    return {arg: config[key] for key, arg in names.items() if config.get(key) is not None}

@@ -149,6 +149,7 @@ class PatchEmbed3d(nn.Module):
         if num_frames % tubelet_size or img_size[0] % patch_size or img_size[1] % patch_size:
             raise ValueError(f"input {num_frames}x{img_size} is not divisible into "
                              f"{tubelet_size}x{patch_size}x{patch_size} tubelets")
+        self.img_size, self.num_frames = img_size, num_frames
         self.grid_size = (num_frames // tubelet_size, img_size[0] // patch_size, img_size[1] // patch_size)
         self.num_patches = math.prod(self.grid_size)
         self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=(tubelet_size, patch_size, patch_size),

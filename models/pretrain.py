@@ -139,6 +139,13 @@ class PretrainTPSBT(nn.Module):
         self.encoder.grad_checkpointing = enable
         self.decoder.grad_checkpointing = enable
 
+    def encode(self, x):
+        """The encoder with nothing masked: fused, normed tokens ``(B, T, S, C)`` (what the decoder
+        reads, for every position)."""
+        t, h, w = self.encoder.grid_size
+        mask = torch.zeros(x.shape[0], t * h * w, dtype=torch.bool)
+        return self.encoder(x, mask).reshape(x.shape[0], t, h * w, -1)
+
     def forward(self, x, mask):
         visible_index, masked_index = split_visible(mask, self.encoder.grid_size[0], x.device)
         x_vis = self.encoder_to_decoder(self.encoder(x, mask, visible_index))

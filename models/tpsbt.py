@@ -208,14 +208,17 @@ class TPSBT(TPSBTTrunk):
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
-    def forward_features(self, x):
-        """Pooled, normed features ``(B, C)``, or per time step ``(B, T_last, C)`` with keep_temporal_dim."""
+    def forward_tokens(self, x):
+        """The token map the head pools: the last stage's (or all stages fused) ``(B, T_i, S, C)``."""
         x = self.embed(x)
         b, _, c = x.shape
         t, h, w = self.grid_size
         outs = self.forward_stages(x.reshape(b, t, h * w, c))
-        x = self.fuse(outs) if self.fuse_stages else outs[-1]
-        x = self.norm(x)
+        return self.fuse(outs) if self.fuse_stages else outs[-1]
+
+    def forward_features(self, x):
+        """Pooled, normed features ``(B, C)``, or per time step ``(B, T_last, C)`` with keep_temporal_dim."""
+        x = self.norm(self.forward_tokens(x))
         if self.fc_norm is None:
             # The release's non-mean-pooling path reads the first token (it had no CLS token).
             return x.flatten(1, 2)[:, 0]

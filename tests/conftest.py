@@ -9,9 +9,6 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"  # fixed test data travels with the repository (see its README)
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 # Tests are sized for a 2-core CPU; more threads than cores only adds contention.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 

@@ -15,7 +15,7 @@ from datasets.sampling import random_window
 from engine.checkpoint import save_checkpoint, training_state
 from test_datasets_readers import corrupt_tail
 from tools import predict
-from tools._common import ClipSpec, eval_clip
+from datasets.inference import ClipSpec
 
 ARCH = dict(img_size=64, all_frames=8, stage_depths=(1, 1, 1), embed_dim=64, num_heads=2)
 ARGS = {"model": "svfap_tiny_patch16_160", "input_size": 64, "num_frames": 8, "sampling_rate": 2,
@@ -43,7 +43,7 @@ def checkpoint(demo, tmp_path_factory):
         decoded = [read_clips(s.path, lambda n: [np.arange(n)])[0] for s in samples]
         for _ in range(30):
             pick = rng.integers(0, len(samples), 6)
-            x = torch.stack([eval_clip(decoded[i][random_window(len(decoded[i]), 8, 2)], ClipSpec(64)) for i in pick])
+            x = torch.stack([ClipSpec(64)(decoded[i][random_window(len(decoded[i]), 8, 2)]) for i in pick])
             y = torch.tensor([samples[i].label for i in pick])
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
@@ -118,7 +118,7 @@ def test_prediction_is_the_models_output_on_the_test_view(demo, checkpoint):
     from datasets import VideoClsDataset
     ds = VideoClsDataset(str(demo / "test.csv"), mode="validation", num_frames=8, sampling_rate=2, input_size=64)
     clip = ds[0][0]
-    np.testing.assert_allclose(clip, eval_clip(frames, ClipSpec(64)))
+    np.testing.assert_allclose(clip, ClipSpec(64)(frames))
     with torch.no_grad():
         expected = p.model(clip[None]).softmax(-1)[0].numpy()
     np.testing.assert_allclose([result["probs"][c] for c in p.names], expected, atol=1e-6)

@@ -39,7 +39,7 @@ def trained(demo, tmp_path_factory):
     try:
         torch.manual_seed(0)
         rng = np.random.default_rng(0)
-        clips = torch.stack([vr.eval_clip(frames, vr.ClipSpec(64))
+        clips = torch.stack([vr.ClipSpec(64)(frames)
                              for sample in read_annotations(str(demo / "pretrain.csv"))
                              for frames in read_clips(sample.path, lambda n: uniform_windows(n, 8, 2, 3))])
         gen = TubeMaskGenerator((4, 4, 4), MASK_RATIO)
@@ -71,7 +71,7 @@ def test_png_grid_size_and_rows(trained, demo, tmp_path, capsys):
     assert img.shape == (3 * 130 + 2, 110 + 8 * 130 + 2, 3)
     # The first row is the clip itself (its first frame, enlarged by 2).
     frames = vr.read_clip(video, 8, 2)
-    clip = vr.eval_clip(frames, vr.ClipSpec(64))
+    clip = vr.ClipSpec(64)(frames)
     first = (vr.T.denormalize(clip)[:, 0].permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
     tile = img[2:130:2, 112:240:2]
     assert np.abs(tile.astype(int) - first.astype(int)).max() <= 1
@@ -96,7 +96,7 @@ def test_visible_statistics_never_read_masked_pixels(trained, demo):
     reconstruction; with the oracle (original) statistics it does."""
     _, model = trained
     frames = vr.read_clip(read_annotations(str(demo / "val.csv"))[1].path, 8, 2)
-    clip = vr.eval_clip(frames, vr.ClipSpec(64))
+    clip = vr.ClipSpec(64)(frames)
     mask = vr.tube_mask(model, MASK_RATIO, 0)
     spoiled = clip.clone()
     pos = torch.nonzero(mask.view(4, 16)[0]).squeeze(1)
@@ -120,7 +120,7 @@ def test_trained_model_beats_predicting_the_mean(trained, demo):
     _, model = trained
     mse, mean_mse = [], []
     for sample in read_annotations(str(demo / "val.csv")):
-        clip = vr.eval_clip(vr.read_clip(sample.path, 8, 2), vr.ClipSpec(64))
+        clip = vr.ClipSpec(64)(vr.read_clip(sample.path, 8, 2))
         for seed in range(3):
             out = vr.reconstruct(model, clip, vr.tube_mask(model, MASK_RATIO, seed))
             mse.append(out["mse"])

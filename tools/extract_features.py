@@ -23,29 +23,33 @@ torchrun, shard k goes to rank k % world_size; rank 0 writes the index. Load eve
 ``tools.extract_features.load_features(output_dir)``.
 
 Examples:
-  python tools/extract_features.py --checkpoint dfew/checkpoint-best.pth --csv DFEW/test.csv --output_dir feats/
-  python tools/extract_features.py --checkpoint pretrain/checkpoint-99.pth videos/ --features tokens \\
+  python -m tools.extract_features --checkpoint dfew/checkpoint-best.pth --csv DFEW/test.csv --output_dir feats/
+  python -m tools.extract_features --checkpoint pretrain/checkpoint-99.pth videos/ --features tokens \\
       --windows sliding --output_dir feats_tokens/ --batch_size 32 --num_workers 8
-  torchrun --nproc_per_node 4 tools/extract_features.py --checkpoint ckpt.pth --csv train.csv --output_dir feats/
+  torchrun --nproc_per_node 4 -m tools.extract_features --checkpoint ckpt.pth --csv train.csv --output_dir feats/
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-
-from datasets.video_io import VideoReadError  # noqa: E402
-from engine import distributed as dist  # noqa: E402
-from tools._common import ClipSpec, ToolError, add_model_args, count_frames, create, \
-    crop_config, find_inputs, finetune_name, is_pretrain_state, load_strict, load_windows, model_kwargs, \
-    plan_windows, pretrain_name, read_checkpoint, resolve_config, run_cli, sampling_rate_of, write_json  # noqa: E402
+from datasets.annotations import read_annotations
+from datasets.inference import ClipSpec, load_windows
+from datasets.registry import default_sampling_rate
+from datasets.sampling import WINDOW_MODES, plan_windows
+from datasets.video_io import BACKENDS, DEFAULT_BACKEND, VideoReadError, count_frames, find_inputs
+from engine import distributed as dist
+from engine.cli import UserError, add_model_options, run_entry, typed_options
+from engine.runtime import PRECISIONS, autocast, pick_device
+from engine.reports import write_json
+from models.checkpoint import model_from_checkpoint
 
 # Settings that change the numbers: a resumed run must use the same ones.
 RESUME_KEYS = ("checkpoint", "features", "windows", "window_stride", "num_segments", "crop", "crop_size",
@@ -61,7 +65,7 @@ def get_parser():
     p.add_argument("--checkpoint", required=True, help="fine-tuned or pre-trained checkpoint")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--features", default="pooled", choices=["pooled", "tokens"])
-    p.add_argument("--windows", default="centre", choices=["centre", "uniform", "sliding"])
+    p.add_argument("--windows", default="centre", choices=WINDOW_MODES)
     p.add_argument("--num_segments", type=int, default=2, help="clips per video with --windows uniform")
     p.add_argument("--window_stride", type=int, default=None, help="frames between sliding window starts")
     p.add_argument("--crop", action="store_true", help="crop faces first (preprocess/face_crop.py's tracker)")
@@ -72,62 +76,32 @@ def get_parser():
     p.add_argument("--shard_size", type=int, default=256, help="videos per output shard")
     p.add_argument("--max_shards", type=int, default=None, help="stop after this many new shards (rerun resumes)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type")
-    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast for the forward pass")
-    p.add_argument("--backend", default="pyav", choices=["pyav", "decord"])
+    p.add_argument("--amp", default="none", choices=list(PRECISIONS), help="autocast for the forward pass")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     p.add_argument("--device", default=None, help="default: cuda (the LOCAL_RANK GPU under torchrun) if available")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable video")
-    add_model_args(p)
+    add_model_options(p)
     return p
 
 
 # -- the feature model --------------------------------------------------------------------------
 
-class FinetunedFeatures(nn.Module):
-    """Pooled = what the classifier reads; tokens = the last stage's map before pooling."""
+class Features(nn.Module):
+    """Pooled features or token maps of a fine-tuned model (what its classifier reads; the last
+    stage's map) or of a pre-trained one (its encoder with nothing masked)."""
 
     def __init__(self, model, kind):
         super().__init__()
         self.model, self.kind = model, kind
 
     def forward(self, x):
-        if self.kind == "pooled":
+        if hasattr(self.model, "encoder"):
+            tokens = self.model.encode(x)
+        elif self.kind == "pooled":
             return self.model.forward_features(x)
-        tokens = self.model.embed(x)
-        b, _, c = tokens.shape
-        t, h, w = self.model.grid_size
-        return self.model.forward_stages(tokens.reshape(b, t, h * w, c))[-1]
-
-
-class PretrainedFeatures(nn.Module):
-    """The pre-training encoder with nothing masked: fused stages + ``encoder.norm``."""
-
-    def __init__(self, model, kind):
-        super().__init__()
-        self.encoder, self.kind = model.encoder, kind
-
-    def forward(self, x):
-        enc = self.encoder
-        t, h, w = enc.grid_size
-        mask = torch.zeros(x.shape[0], t * h * w, dtype=torch.bool)
-        tokens = enc(x, mask).reshape(x.shape[0], t, h * w, -1)
+        else:
+            tokens = self.model.forward_tokens(x)
         return tokens.mean((1, 2)) if self.kind == "pooled" else tokens
-
-
-def build_feature_model(state, cfg, kind):
-    """``(feature module, what it is)`` for a fine-tuned or a pre-trained checkpoint."""
-    name = cfg.get("model") or "svfap_base_patch16_160"
-    if is_pretrain_state(state):
-        name = pretrain_name(name)
-        model = create(name, **model_kwargs(cfg, pretrain=True))
-        load_strict(model, state, f"pre-training checkpoint ({name})")
-        return PretrainedFeatures(model, kind).eval(), name
-    from models.checkpoint import to_finetune_keys
-    name = finetune_name(name)
-    state = to_finetune_keys(state)
-    head = state.get("head.weight")
-    model = create(name, num_classes=int(head.shape[0]) if head is not None else 0, **model_kwargs(cfg))
-    load_strict(model, state, f"checkpoint ({name})")
-    return FinetunedFeatures(model, kind).eval(), name
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -135,19 +109,15 @@ def build_feature_model(state, cfg, kind):
 def list_videos(args):
     """``(paths, labels)`` from --csv or the positional inputs, in a fixed order (shards depend on it)."""
     if args.csv and args.inputs:
-        raise ToolError("give a --csv or input paths, not both")
+        raise UserError("give a --csv or input paths, not both")
     if args.csv:
         if not os.path.isfile(args.csv):
-            raise ToolError(f"annotation file not found: {args.csv}")
-        from datasets.annotations import AnnotationError, read_annotations
-        try:
-            samples = read_annotations(args.csv, args.data_root, args.prefix_map)
-        except (AnnotationError, ValueError) as e:
-            raise ToolError(str(e)) from e
+            raise UserError(f"annotation file not found: {args.csv}")
+        samples = read_annotations(args.csv, args.data_root, args.prefix_map)
         return [s.path for s in samples], [" ".join(map(str, s.label)) if isinstance(s.label, tuple) else s.label
                                            for s in samples]
     if not args.inputs:
-        raise ToolError("nothing to extract: give --csv FILE or video paths / folders")
+        raise UserError("nothing to extract: give --csv FILE or video paths / folders")
     paths = find_inputs(args.inputs)
     return paths, [""] * len(paths)
 
@@ -158,7 +128,10 @@ class ShardVideos(torch.utils.data.Dataset):
     def __init__(self, paths, opts, spec, num_frames, rate):
         self.paths, self.opts, self.spec = paths, opts, spec
         self.num_frames, self.rate = num_frames, rate
-        self.crop_cfg = crop_config(opts.crop_size, opts.crop_margin) if opts.crop else None
+        self.crop_faces = None
+        if opts.crop:
+            from preprocess.face_crop import frame_cropper
+            self.crop_faces = frame_cropper(opts.crop_size, opts.crop_margin)
 
     def __len__(self):
         return len(self.paths)
@@ -168,9 +141,9 @@ class ShardVideos(torch.utils.data.Dataset):
         try:
             n = count_frames(path, o.backend)
             windows = plan_windows(n, self.num_frames, self.rate, o.windows, o.window_stride, o.num_segments)
-            batch = load_windows(path, windows, self.spec, o.backend, self.crop_cfg)
+            batch = load_windows(path, windows, self.spec, o.backend, self.crop_faces)
             return i, batch.clips, [(int(w[0]), int(w[-1])) for w in windows], None
-        except (VideoReadError, ToolError, ValueError, OSError) as e:
+        except (VideoReadError, OSError) as e:
             return i, None, None, f"{type(e).__name__}: {e}"
 
 
@@ -188,7 +161,6 @@ def shard_done(output_dir, k):
 @torch.no_grad()
 def extract_shard(feature_model, paths, labels, first_video, opts, spec, num_frames, rate, device, amp):
     """Features ``(clips, ...)`` and rows for the videos of one shard."""
-    from engine.common import autocast
     data = ShardVideos(paths, opts, spec, num_frames, rate)
     loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=opts.num_workers,
                                          persistent_workers=False)
@@ -208,7 +180,7 @@ def extract_shard(feature_model, paths, labels, first_video, opts, spec, num_fra
         video = first_video + i
         if error is not None:
             if opts.strict:
-                raise ToolError(f"{paths[i]}: {error}")
+                raise UserError(f"{paths[i]}: {error}")
             failed.append({"video": video, "path": paths[i], "error": error})
             continue
         pending.append((clips, [{"video": video, "path": paths[i], "label": labels[i], "window": w,
@@ -260,14 +232,13 @@ def load_features(output_dir, mmap=False):
 
 def check_resume(output_dir, settings):
     """A rerun must not mix features made with different settings into one output folder."""
-    import json
     path = os.path.join(output_dir, "settings.json")
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
         changed = [k for k in RESUME_KEYS if json.dumps(old.get(k), sort_keys=True) != json.dumps(settings.get(k), sort_keys=True)]
         if changed:
-            raise ToolError(f"{output_dir} holds features made with other settings ({', '.join(changed)} differ); "
+            raise UserError(f"{output_dir} holds features made with other settings ({', '.join(changed)} differ); "
                             f"use a new --output_dir or delete it")
     elif dist.is_main_process():
         write_json(path, settings)
@@ -276,18 +247,17 @@ def check_resume(output_dir, settings):
 def run(argv=None):
     args = get_parser().parse_args(argv)
     if args.batch_size < 1 or args.shard_size < 1:
-        raise ToolError("--batch_size and --shard_size must be at least 1")
+        raise UserError("--batch_size and --shard_size must be at least 1")
     paths, labels = list_videos(args)
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dist.init_distributed_mode(args)
-    device = torch.device(args.device)
-    _, state, ckpt_args = read_checkpoint(args.checkpoint)
-    cfg = resolve_config(ckpt_args, args)
-    feature_model, name = build_feature_model(state, cfg, args.features)
-    feature_model.to(device)
-    rate = sampling_rate_of(cfg)
-    spec = ClipSpec(int(cfg["input_size"]), cfg.get("short_side_size"))
-    amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+    placement = dist.init_distributed_mode(str(pick_device(args.device)))
+    rank, world_size, device = placement["rank"], placement["world_size"], torch.device(placement["device"])
+    model, cfg = model_from_checkpoint(args.checkpoint, typed_options(args), args.force_config)
+    name = cfg["model"]
+    feature_model = Features(model, args.features).to(device)
+    embed = model.encoder.patch_embed if hasattr(model, "encoder") else model.patch_embed
+    rate = cfg.get("sampling_rate") or default_sampling_rate(cfg.get("data_set"), cfg.get("task"))
+    spec = ClipSpec(embed.img_size[0], cfg.get("short_side_size"))
+    amp = PRECISIONS[args.amp]
 
     num_shards = -(-len(paths) // args.shard_size)
     settings = {**{k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)},
@@ -296,17 +266,17 @@ def run(argv=None):
     os.makedirs(args.output_dir, exist_ok=True)
     dist.barrier()
     check_resume(args.output_dir, settings)
-    mine = [k for k in range(num_shards) if k % args.world_size == args.rank]
+    mine = [k for k in range(num_shards) if k % world_size == rank]
     todo = [k for k in mine if not shard_done(args.output_dir, k)]
-    print(f"{name} ({args.features}, {args.windows} windows, clips of {cfg['num_frames']} frames every {rate}): "
+    print(f"{name} ({args.features}, {args.windows} windows, clips of {embed.num_frames} frames every {rate}): "
           f"{len(paths)} videos in {num_shards} shards, {len(mine) - len(todo)} of this process's {len(mine)} done")
     if args.max_shards is not None:
         todo = todo[:args.max_shards]
     from tqdm import tqdm
-    for k in tqdm(todo, desc=f"shards (rank {args.rank})", disable=not todo):
+    for k in tqdm(todo, desc=f"shards (rank {rank})", disable=not todo):
         lo, hi = k * args.shard_size, min(len(paths), (k + 1) * args.shard_size)
         feats, rows, failed = extract_shard(feature_model, paths[lo:hi], labels[lo:hi], lo, args, spec,
-                                            int(cfg["num_frames"]), rate, device, amp)
+                                            embed.num_frames, rate, device, amp)
         save_shard(args.output_dir, k, feats, rows, failed)
     dist.barrier()
     done = all(shard_done(args.output_dir, k) for k in range(num_shards))
@@ -331,7 +301,7 @@ def run(argv=None):
 
 def main(argv=None):
     """Exit status: 0 done, 1 some inputs failed, 2 a usage or checkpoint error (message on stderr)."""
-    return run_cli(run, argv)
+    return run_entry(run, argv)
 
 
 if __name__ == "__main__":

@@ -14,31 +14,29 @@ removed), and the verdict of ``models.load_pretrained`` is shown. Exit status 0 
 1 when it does not, 2 on errors.
 
 Examples:
-  python tools/model_info.py
-  python tools/model_info.py --models 'svfap_*' --csv zoo.csv
-  python tools/model_info.py --checkpoint pretrain/checkpoint-99.pth --model svfap_base_patch16_160
-  python tools/model_info.py --checkpoint dfew/checkpoint-best.pth --verbose
+  python -m tools.model_info
+  python -m tools.model_info --models 'svfap_*' --csv zoo.csv
+  python -m tools.model_info --checkpoint pretrain/checkpoint-99.pth --model svfap_base_patch16_160
+  python -m tools.model_info --checkpoint dfew/checkpoint-best.pth --verbose
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import fnmatch
-import os
 import sys
 from collections import OrderedDict
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import pandas as pd
+import torch
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-import models  # noqa: E402
-from datasets.masking import TubeMaskGenerator  # noqa: E402
-from models.checkpoint import CheckpointMismatchError, load_pretrained, to_finetune_keys  # noqa: E402
-from tools._common import ToolError, add_model_args, compare_state_dicts, create, is_pretrain_state, \
-    model_kwargs, read_checkpoint, resolve_config, run_cli, strip_wrappers  # noqa: E402
+import models
+from datasets.masking import TubeMaskGenerator
+from engine.cli import UserError, add_model_options, run_entry, typed_options
+from models.checkpoint import CheckpointMismatchError, checkpoint_args, checkpoint_config, compare_state_dicts, \
+    extract_state_dict, is_pretrain_state, load_checkpoint_file, load_pretrained, strip_wrappers, to_finetune_keys
+from models.factory import config_kwargs, create_model
 
 
 def get_parser():
@@ -48,7 +46,9 @@ def get_parser():
     p.add_argument("--csv", default=None, help="also write the table as CSV")
     p.add_argument("--checkpoint", default=None, help="check this file against --model instead")
     p.add_argument("--verbose", action="store_true", help="list every tensor in checkpoint mode")
-    add_model_args(p, "checkpoint mode: from the checkpoint's args")  # table: --num_frames, --input_size only
+    # Checkpoint mode: these override the checkpoint's args (checking a file against another model is
+    # the point); table mode reads --num_frames and --input_size only.
+    add_model_options(p)
     return p
 
 
@@ -66,16 +66,15 @@ def _inputs(model, num_frames, size, mask_ratio, device):
 
 def model_stats(name, num_frames=16, input_size=160, mask_ratio=0.9):
     """``{'model', 'params_M', 'GMACs', 'input', 'counted_on'}`` for one registered model."""
-    kw = dict(img_size=input_size)
-    kw["num_frames" if name.startswith("pretrain_") else "all_frames"] = num_frames
-    model = create(name, **kw).eval()
+    kw = dict(img_size=input_size, num_frames=num_frames)
+    model = create_model(name, **kw).eval()
     params = models.count_params(model)
     try:
         meta = model.to("meta")
         macs = models.count_macs(meta, *_inputs(meta, num_frames, input_size, mask_ratio, "meta"))
         where = "meta"
     except (RuntimeError, NotImplementedError):  # an op without a meta kernel: count on real tensors
-        model = create(name, **kw).eval()
+        model = create_model(name, **kw).eval()
         macs = models.count_macs(model, *_inputs(model, num_frames, input_size, mask_ratio, "cpu"))
         where = "cpu"
     shape = f"1x3x{num_frames}x{input_size}x{input_size}" + (f", mask {mask_ratio:g}" if name.startswith("pretrain_")
@@ -89,7 +88,7 @@ def zoo_table(patterns=None, **kw):
     if patterns:
         names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
         if not names:
-            raise ToolError(f"no registered model matches {patterns}; registered: {', '.join(models.MODEL_NAMES)}")
+            raise UserError(f"no registered model matches {patterns}; registered: {', '.join(models.MODEL_NAMES)}")
     return pd.DataFrame([model_stats(n, **kw) for n in names])
 
 
@@ -106,14 +105,15 @@ def _groups(keys):
 
 def check_checkpoint(path, cli):
     """Compare a checkpoint with a model; returns ``(report dict, ok)``."""
-    _, state, ckpt_args = read_checkpoint(path)
-    cfg = resolve_config(ckpt_args, cli)
+    ckpt = load_checkpoint_file(path)
+    state = extract_state_dict(ckpt)
+    cfg, _ = checkpoint_config(checkpoint_args(ckpt), typed_options(cli), force=True)
     pretrain_file = is_pretrain_state(state)
     name = cfg.get("model") or ("pretrain_svfap_base_patch16_160" if pretrain_file else "svfap_base_patch16_160")
     report = {"checkpoint": path, "model": name, "file_kind": "pre-training" if pretrain_file else "fine-tuning",
               "file_tensors": len(state), "config": {k: v for k, v in cfg.items() if v is not None}}
     if name.startswith("pretrain_"):
-        model = create(name, **model_kwargs(cfg, pretrain=True))
+        model = create_model(name, **config_kwargs(cfg, pretrain=True))
         diff = compare_state_dicts(model.state_dict(), strip_wrappers(state))
         report.update(diff, dropped=[])
         ok = not (diff["mismatched"] or diff["missing"] or diff["unexpected"])
@@ -121,8 +121,8 @@ def check_checkpoint(path, cli):
         return report, ok
     mapped = to_finetune_keys(state)
     head = mapped.get("head.weight")
-    model = create(name, num_classes=int(head.shape[0]) if head is not None else int(cfg.get("nb_classes") or 7),
-                   **model_kwargs(cfg))
+    model = create_model(name, num_classes=int(head.shape[0]) if head is not None else int(cfg.get("nb_classes") or 7),
+                         **config_kwargs(cfg))
     diff = compare_state_dicts(model.state_dict(), mapped)
     report.update(diff, dropped=[k for k in state if not to_finetune_keys({k: state[k]})])
     try:
@@ -163,7 +163,7 @@ def format_check(report, verbose=False):
 def run(argv=None):
     args = get_parser().parse_args(argv)
     if args.checkpoint:
-        report, ok = check_checkpoint(args.checkpoint, vars(args))
+        report, ok = check_checkpoint(args.checkpoint, args)
         print(format_check(report, args.verbose))
         return 0 if ok else 1
     table = zoo_table(args.models, num_frames=args.num_frames or 16, input_size=args.input_size or 160,
@@ -176,7 +176,7 @@ def run(argv=None):
 
 def main(argv=None):
     """Exit status: 0 done, 1 some inputs failed, 2 a usage or checkpoint error (message on stderr)."""
-    return run_cli(run, argv)
+    return run_entry(run, argv)
 
 
 if __name__ == "__main__":

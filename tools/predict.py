@@ -16,10 +16,10 @@ multi-view evaluation merges views). The model and its input come from the check
 override them. Class names come from the dataset registry (``data_set``) or --class_names.
 
 Examples:
-  python tools/predict.py --checkpoint out/dfew_fold1/checkpoint-best.pth clip.mp4
-  python tools/predict.py --checkpoint ckpt.pth --crop --topk 3 raw_videos/ --out_json preds.json --out_csv preds.csv
-  python tools/predict.py --checkpoint demo/checkpoint-best.pth --class_names demo/classes.txt demo/frames/test/
-  python tools/predict.py --checkpoint ckpt.pth --windows uniform --num_segments 2 --device cpu video.avi
+  python -m tools.predict --checkpoint out/dfew_fold1/checkpoint-best.pth clip.mp4
+  python -m tools.predict --checkpoint ckpt.pth --crop --topk 3 raw_videos/ --out_json preds.json --out_csv preds.csv
+  python -m tools.predict --checkpoint demo/checkpoint-best.pth --class_names demo/classes.txt demo/frames/test/
+  python -m tools.predict --checkpoint ckpt.pth --windows uniform --num_segments 2 --device cpu video.avi
 """
 from __future__ import annotations
 
@@ -27,16 +27,18 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import pandas as pd
+import torch
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from datasets.video_io import VideoReadError  # noqa: E402
-from tools._common import ClipSpec, ToolError, add_model_args, build_classifier, chunk_windows, \
-    count_frames, crop_config, find_inputs, load_windows, pick_device, plan_windows, read_checkpoint, \
-    resolve_config, run_cli, sampling_rate_of, video_fps, write_json  # noqa: E402
+from datasets.inference import ClipSpec, load_windows
+from datasets.registry import default_sampling_rate, output_names
+from datasets.sampling import WINDOW_MODES, chunk_windows, plan_windows
+from datasets.video_io import BACKENDS, DEFAULT_BACKEND, VideoReadError, count_frames, find_inputs, video_fps
+from engine.cli import UserError, add_model_options, run_entry, typed_options
+from engine.runtime import pick_device
+from engine.reports import write_json
+from models.checkpoint import model_from_checkpoint
 
 
 def get_parser():
@@ -45,7 +47,7 @@ def get_parser():
     p.add_argument("--checkpoint", required=True, help="fine-tuned checkpoint (run_finetune.py output)")
     p.add_argument("--class_names", default=None, help="comma-separated names, or a file with one per line")
     p.add_argument("--topk", type=int, default=3)
-    p.add_argument("--windows", default="sliding", choices=["sliding", "uniform", "centre"])
+    p.add_argument("--windows", default="sliding", choices=WINDOW_MODES)
     p.add_argument("--window_stride", type=int, default=None, help="frames between sliding window starts")
     p.add_argument("--num_segments", type=int, default=2, help="clips per video with --windows uniform")
     p.add_argument("--crop", action="store_true", help="crop faces first (preprocess/face_crop.py's tracker)")
@@ -54,27 +56,29 @@ def get_parser():
     p.add_argument("--batch_size", type=int, default=8, help="clips per forward pass")
     p.add_argument("--max_frames", type=int, default=1024,
                    help="decoded frames held at once; longer videos are processed in chunks of windows")
-    p.add_argument("--backend", default="pyav", choices=["pyav", "decord"])
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--show_windows", action="store_true", help="also print every window")
     p.add_argument("--out_json", default=None, help="write all results (windows included) as JSON")
     p.add_argument("--out_csv", default=None, help="one row per window and one per video ('video')")
-    add_model_args(p)
+    add_model_options(p)
     return p
 
 
 class Predictor:
     """A fine-tuned model with the clip settings of its checkpoint; ``predict(path)`` → result dict."""
 
-    def __init__(self, checkpoint, cli=None, class_names=None, device="cpu"):
-        _, state, ckpt_args = read_checkpoint(checkpoint)
-        self.cfg = resolve_config(ckpt_args, cli)
-        self.model, self.task, self.names = build_classifier(state, self.cfg, class_names)
+    def __init__(self, checkpoint, given=None, force=False, class_names=None, device="cpu"):
+        self.model, self.cfg = model_from_checkpoint(checkpoint, given, force, kind="classifier")
+        cfg = self.cfg
+        self.task, self.names = output_names(self.model.num_classes, cfg.get("data_set"), cfg.get("task"),
+                                             cfg.get("nb_classes"), cfg.get("num_targets"), class_names)
         self.device = torch.device(device)
         self.model.to(self.device)
-        self.num_frames = int(self.cfg["num_frames"])
-        self.rate = sampling_rate_of(self.cfg)
-        self.spec = ClipSpec(int(self.cfg["input_size"]), self.cfg.get("short_side_size"))
+        embed = self.model.patch_embed
+        self.num_frames = embed.num_frames
+        self.rate = cfg.get("sampling_rate") or default_sampling_rate(cfg.get("data_set"), cfg.get("task"))
+        self.spec = ClipSpec(embed.img_size[0], cfg.get("short_side_size"))
 
     @torch.no_grad()
     def scores(self, clips, batch_size=8):
@@ -84,14 +88,14 @@ class Predictor:
         out = torch.cat(outs).double()
         return (out if self.task == "regression" else out.softmax(-1)).numpy()
 
-    def predict(self, path, windows="sliding", window_stride=None, num_segments=2, crop_cfg=None,
-                batch_size=8, max_frames=1024, backend="pyav", topk=3):
+    def predict(self, path, windows="sliding", window_stride=None, num_segments=2, crop_faces=None,
+                batch_size=8, max_frames=1024, backend=DEFAULT_BACKEND, topk=3):
         n = count_frames(path, backend)
         plan = plan_windows(n, self.num_frames, self.rate, windows, window_stride, num_segments)
         fps = video_fps(path)
         per_window, faces = [], []
         for chunk in chunk_windows(plan, max_frames):
-            batch = load_windows(path, chunk, self.spec, backend, crop_cfg)
+            batch = load_windows(path, chunk, self.spec, backend, crop_faces)
             per_window.append(self.scores(batch.clips, batch_size))
             if batch.face is not None:
                 faces.append(batch.face)
@@ -164,20 +168,23 @@ def format_table(results, task, show_windows=False):
 def run(argv=None):
     args = get_parser().parse_args(argv)
     if args.topk < 1 or args.batch_size < 1:
-        raise ToolError("--topk and --batch_size must be at least 1")
+        raise UserError("--topk and --batch_size must be at least 1")
     videos = find_inputs(args.inputs)
     device = pick_device(args.device)
-    predictor = Predictor(args.checkpoint, args, args.class_names, device)
-    crop_cfg = crop_config(args.crop_size, args.crop_margin) if args.crop else None
+    predictor = Predictor(args.checkpoint, typed_options(args), args.force_config, args.class_names, device)
+    crop_faces = None
+    if args.crop:
+        from preprocess.face_crop import frame_cropper
+        crop_faces = frame_cropper(args.crop_size, args.crop_margin)
     print(f"{predictor.cfg.get('model')}: {len(predictor.names)} {'targets' if predictor.task == 'regression' else 'classes'}, "
           f"clips of {predictor.num_frames} frames every {predictor.rate} at {predictor.spec.input_size}px; "
           f"{len(videos)} video(s) on {device}", file=sys.stderr)
     results = []
     for path in videos:
         try:
-            results.append(predictor.predict(path, args.windows, args.window_stride, args.num_segments, crop_cfg,
+            results.append(predictor.predict(path, args.windows, args.window_stride, args.num_segments, crop_faces,
                                              args.batch_size, args.max_frames, args.backend, args.topk))
-        except (VideoReadError, ToolError, ValueError) as e:  # one bad video must not stop a folder
+        except VideoReadError as e:  # one bad video must not stop a folder
             results.append({"video": path, "error": str(e)})
     print(format_table(results, predictor.task, args.show_windows))
     if args.out_json:
@@ -195,7 +202,7 @@ def run(argv=None):
 
 def main(argv=None):
     """Exit status: 0 done, 1 some inputs failed, 2 a usage or checkpoint error (message on stderr)."""
-    return run_cli(run, argv)
+    return run_entry(run, argv)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ It also prints the reconstruction MSE on the masked tubelets in target space (th
 loss) next to that of predicting the per-tubelet mean, i.e. zeros in target space.
 
 Examples:
-  python tools/visualize_reconstruction.py --checkpoint pretrain/checkpoint-99.pth clip.mp4 --out rec.png
-  python tools/visualize_reconstruction.py --checkpoint ckpt.pth frames_dir/ --mask_ratio 0.75 --seed 3 \\
+  python -m tools.visualize_reconstruction --checkpoint pretrain/checkpoint-99.pth clip.mp4 --out rec.png
+  python -m tools.visualize_reconstruction --checkpoint ckpt.pth frames_dir/ --mask_ratio 0.75 --seed 3 \\
       --face_box --stats original --out rec_oracle.png --scale 2
 """
 from __future__ import annotations
@@ -31,21 +31,21 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
+from einops import rearrange
+from PIL import Image, ImageDraw
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from einops import rearrange  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-
-from datasets import transforms as T  # noqa: E402
-from datasets.masking import TubeMaskGenerator  # noqa: E402
-from datasets.sampling import clip_span, short_video_indices, uniform_windows, window_at  # noqa: E402
-from datasets.video_io import VideoReadError, read_clips  # noqa: E402
-from engine.pretrain import reconstruction_target  # noqa: E402
-from tools._common import ClipSpec, ToolError, add_model_args, create, eval_clip, is_pretrain_state, \
-    load_strict, model_kwargs, pick_device, pretrain_name, read_checkpoint, resolve_config, run_cli, \
-    sampling_rate_of  # noqa: E402
+from datasets import transforms as T
+from datasets.inference import ClipSpec
+from datasets.masking import TubeMaskGenerator
+from datasets.registry import default_sampling_rate
+from datasets.sampling import clip_span, short_video_indices, uniform_windows, window_at
+from datasets.video_io import BACKENDS, DEFAULT_BACKEND, read_clips
+from engine.cli import UserError, add_model_options, run_entry, typed_options
+from engine.runtime import pick_device
+from engine.pretrain import reconstruction_target
+from models.checkpoint import model_from_checkpoint
 
 ROWS = ("original", "masked input", "reconstruction")
 LABEL_W = 110  # left column holding the row names
@@ -66,25 +66,13 @@ def get_parser():
     p.add_argument("--stats", default="visible", choices=["visible", "original"],
                    help="statistics that un-normalise the masked tubelets (see above)")
     p.add_argument("--scale", type=int, default=1, help="enlarge every tile this many times (nearest)")
-    p.add_argument("--backend", default="pyav", choices=["pyav", "decord"])
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     p.add_argument("--device", default="cpu")
-    add_model_args(p)
-    p.add_argument("--decoder_depth", type=int, default=None)
+    add_model_options(p).add_argument("--decoder_depth", type=int, default=None)
     return p
 
 
-def load_pretrain_model(path, cli=None):
-    _, state, ckpt_args = read_checkpoint(path)
-    if not is_pretrain_state(state):
-        raise ToolError(f"{path} has no decoder: a fine-tuned checkpoint cannot reconstruct; give a pre-training one")
-    cfg = resolve_config(ckpt_args, cli)
-    name = pretrain_name(cfg.get("model") or "pretrain_svfap_base_patch16_160")
-    model = create(name, **model_kwargs(cfg, pretrain=True))
-    load_strict(model, state, f"pre-training checkpoint ({name})")
-    return model.eval(), cfg
-
-
-def read_clip(path, num_frames, rate, start=None, backend="pyav"):
+def read_clip(path, num_frames, rate, start=None, backend=DEFAULT_BACKEND):
     """uint8 ``(T, H, W, 3)``: the centre clip, or the one starting at ``start``."""
     def choose(n):
         if start is None:
@@ -92,23 +80,20 @@ def read_clip(path, num_frames, rate, start=None, backend="pyav"):
         if start < 0 or start + clip_span(num_frames, rate) > n:
             if n < clip_span(num_frames, rate):
                 return [short_video_indices(n, num_frames, rate)]
-            raise ToolError(f"--start {start}: a clip of {num_frames} frames every {rate} does not fit in {n} frames")
+            raise UserError(f"--start {start}: a clip of {num_frames} frames every {rate} does not fit in {n} frames")
         return [window_at(start, num_frames, rate)]
     if not os.path.exists(path):
-        raise ToolError(f"no such video or frame folder: {path}")
-    try:
-        return read_clips(path, choose, backend)[0]
-    except VideoReadError as e:
-        raise ToolError(str(e)) from e
+        raise UserError(f"no such video or frame folder: {path}")
+    return read_clips(path, choose, backend)[0]
 
 
 def tube_mask(model, ratio, seed):
     t, h, w = model.encoder.grid_size
     if not 0 < ratio < 1:
-        raise ToolError("--mask_ratio must be between 0 and 1")
+        raise UserError("--mask_ratio must be between 0 and 1")
     gen = TubeMaskGenerator((t, h, w), ratio)
     if gen.masked_per_frame == 0:
-        raise ToolError(f"--mask_ratio {ratio} masks nothing of {h * w} positions")
+        raise UserError(f"--mask_ratio {ratio} masks nothing of {h * w} positions")
     return torch.from_numpy(gen(np.random.default_rng(seed)))
 
 
@@ -205,12 +190,13 @@ def render_grid(rows, scale=1):
 def run(argv=None):
     args = get_parser().parse_args(argv)
     if args.scale < 1:
-        raise ToolError("--scale must be at least 1")
-    model, cfg = load_pretrain_model(args.checkpoint, args)
+        raise UserError("--scale must be at least 1")
+    model, cfg = model_from_checkpoint(args.checkpoint, typed_options(args), args.force_config, kind="pretrain")
     model.to(pick_device(args.device))
-    rate = sampling_rate_of(cfg)
-    frames = read_clip(args.video, int(cfg["num_frames"]), rate, args.start, args.backend)
-    clip = eval_clip(frames, ClipSpec(int(cfg["input_size"]), cfg.get("short_side_size"), args.face_box))
+    embed = model.encoder.patch_embed
+    rate = cfg.get("sampling_rate") or default_sampling_rate(cfg.get("data_set"), cfg.get("task"))
+    frames = read_clip(args.video, embed.num_frames, rate, args.start, args.backend)
+    clip = ClipSpec(embed.img_size[0], cfg.get("short_side_size"), args.face_box)(frames)
     mask = tube_mask(model, args.mask_ratio, args.seed)
     out = reconstruct(model, clip, mask, args.stats)
     img = render_grid([out[k] for k in ("original", "masked", "reconstruction")], args.scale)
@@ -225,7 +211,7 @@ def run(argv=None):
 
 def main(argv=None):
     """Exit status: 0 done, 1 some inputs failed, 2 a usage or checkpoint error (message on stderr)."""
-    return run_cli(run, argv)
+    return run_entry(run, argv)
 
 
 if __name__ == "__main__":
