@@ -7,89 +7,92 @@ import sys
 import time
 
 import numpy as np
-import timm
 import torch
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 
-import models  # noqa: F401  (registers the models)
 from datasets.build import build_dataset, multiple_samples_collate
-from datasets.registry import get_dataset_info
+from datasets.registry import DATASETS
 from engine import distributed as dist
-from engine.checkpoint import BEST, LATEST, Checkpointer, load_on_all_ranks, resume, training_state
+from engine.checkpoint import BEST, Checkpointer, load_on_all_ranks, resume, training_state
 from engine.cli import UserError, explicit_options, run_entry
-from engine.common import add_common_args, amp_dtype, bool_arg, build_loader, check_args, grad_scaler, \
-    keep_freed_host_memory, prepare_output, seed_everything, wrap_model
+from engine.config import resolve
 from engine.finetune import classification_loss, evaluate_records, predict
-from engine.interrupt import StopRequest, stopped
+from engine.interrupt import StopRequest, stop_run
+from engine.loader import build_loader, resumable_epochs
 from engine.logger import StepTrace, TensorboardLogger, append_log
-from engine.optim import Schedules, build_optimizer, effective_batch_size, scale_lr
+from engine.optim import Schedules, build_optimizer, effective_batch_size
+from engine.options import add_common_args, bool_arg
+from engine.recipes import FINETUNE, parser_defaults
 from engine.reports import format_table, write_reports
+from engine.runtime import PRECISIONS, grad_scaler, keep_freed_host_memory, seed_everything, wrap_model
 from engine.train_step import Stepper, train_epoch
-from models import load_pretrained
-from models.checkpoint import adopt_checkpoint_config, checkpoint_args, load_checkpoint_file
+from models import MODEL_NAMES, create_model, load_pretrained
+from models.checkpoint import load_checkpoint_file
+from models.factory import config_kwargs
+
+TASKS = ("classification", "regression", "clip_classification")
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser("SVFAP fine-tuning and evaluation", add_help=True)
+    p = argparse.ArgumentParser("SVFAP fine-tuning and evaluation", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common_args(p)
-    p.set_defaults(batch_size=16, opt_betas=[0.9, 0.999], save_ckpt_freq=10)
-    p.add_argument("--model", default="svfap_base_patch16_160", type=str)
-    p.add_argument("--data_set", default="DFEW", type=str, help="registered dataset name, or custom")
-    p.add_argument("--nb_classes", default=None, type=int, help="classes (or targets); dataset default if unset")
-    p.add_argument("--task", default=None, choices=["classification", "regression", "clip_classification"],
-                   help="only for --data_set custom")
+    p.add_argument("--model", default="svfap_base_patch16_160", metavar="NAME",
+                   help=f"registered model: {', '.join(n for n in MODEL_NAMES if not n.startswith('pretrain_'))}")
+    p.add_argument("--data_set", default="DFEW", metavar="NAME",
+                   help=f"registered dataset ({', '.join(d for d in DATASETS if d != 'VOXCELEB2')}) or custom")
+    p.add_argument("--nb_classes", default=None, type=int, help="classes (or targets); the dataset's if unset")
+    p.add_argument("--task", default=None, choices=TASKS, help="only for --data_set custom")
     p.add_argument("--video_id_regex", default=r"^(.*)/[^/]+$",
                    help="clip-averaged tasks: first group of this regex on a clip path names its video")
-    p.add_argument("--layer_decay", default=0.75, type=float)
+    p.add_argument("--layer_decay", type=float, help="layer-wise lr decay (1 = none)")
     p.add_argument("--drop", default=0.0, type=float, help="dropout")
-    p.add_argument("--attn_drop_rate", default=0.0, type=float)
-    p.add_argument("--init_scale", default=0.001, type=float)
-    bool_arg(p, "--use_mean_pooling", True)
-    bool_arg(p, "--keep_temporal_dim", False)
+    p.add_argument("--attn_drop_rate", default=0.0, type=float, help="attention dropout")
+    p.add_argument("--init_scale", type=float, help="scale of the new classifier's initial weights")
+    bool_arg(p, "--use_mean_pooling", True, "mean over tokens then fc_norm (else the first token)")
+    bool_arg(p, "--keep_temporal_dim", False, "one output per frame instead of per clip")
     # augmentation (docs/recipes.md)
-    p.add_argument("--aa", default="rand-m7-n4-mstd0.5-inc1", type=str)
-    p.add_argument("--smoothing", default=0.1, type=float)
-    p.add_argument("--reprob", default=0.25, type=float)
-    p.add_argument("--remode", default="pixel", type=str)
-    p.add_argument("--recount", default=1, type=int)
-    p.add_argument("--num_sample", default=1, type=int, help="repeated augmentation: clips per video per step")
-    p.add_argument("--short_side_size", default=None, type=int)
+    p.add_argument("--aa", type=str, help="timm RandAugment string, the same draw for every frame ('' = none)")
+    p.add_argument("--smoothing", type=float, help="label smoothing")
+    p.add_argument("--reprob", type=float, help="random erasing probability (one box for all frames)")
+    p.add_argument("--remode", default="pixel", type=str, help="random erasing fill: pixel, rand or const")
+    p.add_argument("--recount", default=1, type=int, help="random erasing boxes per clip")
+    p.add_argument("--num_sample", type=int, help="repeated augmentation: clips per video per step")
+    p.add_argument("--short_side_size", default=None, type=int, help="resize before the test crop (default: input)")
     p.add_argument("--train_crop_scale", default=[0.08, 1.0], type=float, nargs=2,
                    help="area range of the random resized crop")
-    p.add_argument("--mixup", default=0.8, type=float)
-    p.add_argument("--cutmix", default=1.0, type=float)
-    p.add_argument("--cutmix_minmax", default=None, type=float, nargs="+")
-    p.add_argument("--mixup_prob", default=1.0, type=float)
-    p.add_argument("--mixup_switch_prob", default=0.5, type=float)
-    p.add_argument("--mixup_mode", default="batch", type=str)
+    p.add_argument("--mixup", type=float, help="mixup alpha (0 = off)")
+    p.add_argument("--cutmix", type=float, help="cutmix alpha (0 = off)")
+    p.add_argument("--cutmix_minmax", default=None, type=float, nargs="+", help="cutmix box ratio range")
+    p.add_argument("--mixup_prob", type=float, help="probability of mixing a batch")
+    p.add_argument("--mixup_switch_prob", type=float, help="probability of cutmix instead of mixup")
+    p.add_argument("--mixup_mode", type=str, help="batch, pair or elem")
     # evaluation
     p.add_argument("--finetune", default="", help="pre-trained (or fine-tuned) checkpoint to start from")
-    p.add_argument("--model_key", default="model|module|state_dict", type=str)
+    p.add_argument("--model_key", default="model|module|state_dict", type=str,
+                   help="where the weights sit in the checkpoint dict (first found)")
     bool_arg(p, "--eval", False, "only evaluate (multi-view) the --finetune/--resume checkpoint on the test split; "
                                  "the model and clip settings come from the checkpoint")
     bool_arg(p, "--force_config", False, "with --eval: let command-line model/clip options override the "
                                          "checkpoint's (by default a conflict is an error)")
     bool_arg(p, "--dist_eval", True, "shard evaluation over processes (metrics are still computed globally)")
-    p.add_argument("--test_num_segment", default=2, type=int)
-    p.add_argument("--test_num_crop", default=1, type=int)
-    p.add_argument("--val_metric", default=None, type=str, help="picks the best checkpoint (dataset default)")
-    p.add_argument("--val_freq", default=1, type=int)
+    p.add_argument("--test_num_segment", type=int, help="temporal clips per test video")
+    p.add_argument("--test_num_crop", type=int, help="spatial crops per test clip")
+    p.add_argument("--val_metric", default=None, type=str, help="picks the best checkpoint (the dataset's if unset)")
+    p.add_argument("--val_freq", default=1, type=int, help="validate every this many epochs")
     bool_arg(p, "--save_feature", False, "also save pooled test features (features.npy + features_index.csv)")
-    bool_arg(p, "--model_ema", False)
-    p.add_argument("--model_ema_decay", default=0.9999, type=float)
+    bool_arg(p, "--model_ema", False, "keep an exponential moving average of the weights")
+    p.add_argument("--model_ema_decay", default=0.9999, type=float, help="EMA decay per step")
     bool_arg(p, "--model_ema_eval", False, "evaluate with the EMA weights")
+    p.set_defaults(batch_size=16, save_ckpt_freq=20, **parser_defaults(FINETUNE))
     return p
 
 
 def build_model(args, info, checkpoint=None):
-    model = timm.create_model(
-        args.model, num_classes=info.num_outputs, all_frames=args.num_frames, img_size=args.input_size,
-        tubelet_size=args.tubelet_size, drop_rate=args.drop, attn_drop_rate=args.attn_drop_rate,
-        drop_path_rate=args.drop_path, init_scale=args.init_scale, use_mean_pooling=args.use_mean_pooling,
-        keep_temporal_dim=args.keep_temporal_dim, stage_depths=args.stage_depths,
-        num_bottleneck_tokens=args.num_bottleneck_tokens, temporal_kernel_size=args.temporal_kernel_size)
+    model = create_model(args.model, num_classes=info.num_outputs, drop_rate=args.drop,
+                         attn_drop_rate=args.attn_drop_rate, drop_path_rate=args.drop_path,
+                         init_scale=args.init_scale, **config_kwargs(vars(args)))
     if checkpoint is not None:
         print(f"loading {args.finetune or args.resume}")
         report = load_pretrained(model, checkpoint, model_key=args.model_key)
@@ -132,42 +135,21 @@ def test(model, args, info, names, device, amp, prefix=""):
     return metrics
 
 
-def evaluation_checkpoint(args, given):
-    """The checkpoint ``--eval`` tests, with the model and clip settings it was trained with adopted."""
-    path = args.finetune or args.resume
-    if not path:
-        raise UserError("--eval needs a checkpoint: --finetune PATH (or --resume PATH)")
-    checkpoint = load_checkpoint_file(path)
-    adopted = adopt_checkpoint_config(args, checkpoint_args(checkpoint), given, args.force_config)
-    if adopted:
-        print("from the checkpoint: " + ", ".join(f"{k}={v}" for k, v in adopted.items()))
-    return checkpoint
-
-
 def main(args, given=frozenset()):
     """``given``: the options typed on the command line (they must agree with an evaluated checkpoint)."""
-    check_args(args)
-    dist.init_distributed_mode(args)
-    prepare_output(args)
+    info, checkpoint = resolve(args, "finetune", given)
     device = torch.device(args.device)
     if device.type == "cpu":
         keep_freed_host_memory()
     seed_everything(args.seed, dist.get_rank())
-    amp = amp_dtype(args)
-    checkpoint = evaluation_checkpoint(args, given) if args.eval else None
-    info = get_dataset_info(args.data_set, args.nb_classes, args.task)
+    amp = PRECISIONS[args.amp]
     names = list(info.classes or info.targets)
-    args.nb_classes = info.num_outputs
-    args.num_targets = len(info.targets) if info.task == "regression" else None
-    args.sampling_rate = args.sampling_rate or info.sampling_rate
-    args.val_metric = args.val_metric or info.metric
     print(f"args: {json.dumps(vars(args), default=str)}")
 
     if checkpoint is None and args.finetune:
         checkpoint = load_checkpoint_file(args.finetune)
     model = build_model(args, info, checkpoint).to(device)
     del checkpoint
-    args.patch_size = model.patch_embed.proj.kernel_size[1]
     if args.eval:
         test(model, args, info, names, device, amp)
         dist.cleanup()
@@ -190,9 +172,9 @@ def main(args, given=frozenset()):
                          prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
                          label_smoothing=args.smoothing, num_classes=info.num_outputs)
     criterion = criterion_for(args, info, mixup_fn)
-    factor = scale_lr(args)
     print(f"{len(train_set)} train / {len(val_set)} val clips, {steps_per_epoch} steps/epoch, effective batch "
-          f"{effective_batch_size(args)}, lr {args.lr:.3e} (base {args.base_lr:.1e} x {factor:.3f})")
+          f"{effective_batch_size(args)}, lr {args.lr:.3e} (base {args.base_lr:.1e} x "
+          f"{effective_batch_size(args) / 256:.3f})")
 
     model_ddp = wrap_model(model, args, device)
     optimizer = build_optimizer(args, model)
@@ -203,43 +185,40 @@ def main(args, given=frozenset()):
     checkpointer.remove_stale_temps()
     start_epoch, start_it, resumed = resume(args, checkpointer, model, optimizer, scaler, model_ema)
     start_epoch = max(args.start_epoch, start_epoch)
-    args.best_metric = (resumed or {}).get("best")
+    best_score = (resumed or {}).get("best")
     partial = (resumed or {}).get("partial")
     del resumed
     stepper = Stepper(model_ddp, optimizer, schedules, scaler, args, model_ema)
     compute_loss = classification_loss(model_ddp, criterion, device, amp, mixup_fn)
     tb = TensorboardLogger(args.log_dir)
     trace = StepTrace(args.trace_steps)
-    eval_model = lambda: model_ema.module if (model_ema is not None and args.model_ema_eval) else model  # noqa: E731
+
+    def eval_model():
+        return model_ema.module if (model_ema is not None and args.model_ema_eval) else model
 
     def state(epoch, **extra):
-        return training_state(model, optimizer, scaler, model_ema, args, epoch, best=args.best_metric, **extra)
+        return training_state(model, optimizer, scaler, model_ema, args, epoch, best=best_score, **extra)
 
     print(f"start training for {args.epochs} epochs from epoch {start_epoch}; best checkpoint by {args.val_metric}")
     start = time.time()
     with StopRequest() as stop:
-        for epoch in range(start_epoch, args.epochs):
-            skip = start_it if epoch == start_epoch else 0
-            train_loader.sampler.set_epoch(epoch, skip=skip * args.batch_size)
+        for epoch, skip in resumable_epochs(train_loader, start_epoch, start_it, args.epochs):
             stats = train_epoch(model_ddp, train_loader, stepper, compute_loss, epoch, steps_per_epoch, args, tb,
                                 start_it=skip, partial=partial if skip else None, stop=stop, trace=trace)
             if "stopped_at" in stats:
-                checkpointer.save(LATEST, state(epoch - 1, resume={"epoch": epoch, "iteration": stats["stopped_at"]},
-                                                partial=stats["partial"]))
                 trace.close()
-                return stopped(stop, checkpointer, epoch, stats["stopped_at"])
+                return stop_run(stop, checkpointer, state, epoch, stats["stopped_at"], stats["partial"])
             record = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch}
             last = epoch + 1 == args.epochs
             if (epoch + 1) % args.val_freq == 0 or last:
                 records, _ = predict(eval_model(), val_loader, device, amp, args, header="Val:")
                 _, val_metrics = evaluate_records(records, val_set, info, names, args)
                 score = val_metrics[args.val_metric]
-                better = args.best_metric is None or (score < args.best_metric if args.val_metric == "mse"
-                                                      else score > args.best_metric)
+                better = best_score is None or (score < best_score if args.val_metric == "mse" else score > best_score)
                 if better:
-                    args.best_metric = score
+                    best_score = score
                     checkpointer.save(BEST, training_state(eval_model(), args=args, epoch=epoch, best=score))
-                print(f"epoch {epoch}: val {args.val_metric} {score:.4f} (best {args.best_metric:.4f})")
+                print(f"epoch {epoch}: val {args.val_metric} {score:.4f} (best {best_score:.4f})")
                 numbers = {k: v for k, v in val_metrics.items() if isinstance(v, (int, float))}
                 record.update({f"val_{k}": v for k, v in numbers.items()})
                 tb.update(head="val", step=epoch, **numbers)
@@ -249,17 +228,15 @@ def main(args, given=frozenset()):
             tb.flush()
             append_log(args.output_dir, record)
             if not last and stop.requested():
-                if (epoch + 1) % args.save_ckpt_freq:
-                    checkpointer.save(LATEST, state(epoch, resume={"epoch": epoch + 1, "iteration": 0}))
                 trace.close()
-                return stopped(stop, checkpointer, epoch + 1, 0)
+                return stop_run(stop, checkpointer, state, epoch + 1, saved=(epoch + 1) % args.save_ckpt_freq == 0)
     trace.close()
     print(f"training time {datetime.timedelta(seconds=int(time.time() - start))}")
 
     best = os.path.join(args.output_dir, BEST) if args.output_dir else ""
     if best and dist.from_rank0(lambda: os.path.exists(best)):
         model.load_state_dict(load_on_all_ranks(best)["model"])
-        print(f"testing the best checkpoint ({args.val_metric} {args.best_metric:.4f})")
+        print(f"testing the best checkpoint ({args.val_metric} {best_score:.4f})")
     test(model, args, info, names, device, amp)
     dist.cleanup()
     return 0

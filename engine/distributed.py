@@ -43,39 +43,37 @@ def _silence_non_main(is_master):
     builtins.print = print_
 
 
-def init_distributed_mode(args):
-    """Fill ``args.rank/world_size/gpu/distributed`` from torchrun's or SLURM's environment."""
+def init_distributed_mode(device, timeout_minutes=30):
+    """Join the process group torchrun or SLURM describe in the environment (a single process
+    without either). Returns ``{"rank", "world_size", "gpu", "distributed", "device"}``."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        args.rank = int(os.environ["RANK"])
-        args.world_size = int(os.environ["WORLD_SIZE"])
-        args.gpu = int(os.environ.get("LOCAL_RANK", 0))
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        gpu = int(os.environ.get("LOCAL_RANK", 0))
     elif "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        args.rank = int(os.environ["SLURM_PROCID"])
-        args.world_size = int(os.environ["SLURM_NTASKS"])
-        args.gpu = int(os.environ.get("SLURM_LOCALID", 0))
+        rank, world_size = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+        gpu = int(os.environ.get("SLURM_LOCALID", 0))
         os.environ.setdefault("MASTER_ADDR", os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
         os.environ.setdefault("MASTER_PORT", "29500")
-        os.environ["RANK"], os.environ["WORLD_SIZE"] = str(args.rank), str(args.world_size)
-        os.environ["LOCAL_RANK"] = str(args.gpu)
+        os.environ["RANK"], os.environ["WORLD_SIZE"] = str(rank), str(world_size)
+        os.environ["LOCAL_RANK"] = str(gpu)
     else:
-        args.rank, args.world_size, args.gpu, args.distributed = 0, 1, 0, False
-        return
-    args.distributed = args.world_size > 1
-    use_cuda = str(args.device).startswith("cuda")
+        return {"rank": 0, "world_size": 1, "gpu": 0, "distributed": False, "device": device}
+    use_cuda = str(device).startswith("cuda")
     if use_cuda:
-        torch.cuda.set_device(args.gpu)
-        args.device = f"cuda:{args.gpu}"
-    if not args.distributed:
-        return
+        torch.cuda.set_device(gpu)
+        device = f"cuda:{gpu}"
+    info = {"rank": rank, "world_size": world_size, "gpu": gpu, "distributed": world_size > 1, "device": device}
+    if world_size == 1:
+        return info
     global _CONTROL
     backend = "nccl" if use_cuda else "gloo"
-    timeout = datetime.timedelta(minutes=getattr(args, "dist_timeout", 30))
-    dist.init_process_group(backend=backend, init_method="env://", world_size=args.world_size, rank=args.rank,
-                            timeout=timeout)
+    timeout = datetime.timedelta(minutes=timeout_minutes)
+    dist.init_process_group(backend=backend, init_method="env://", world_size=world_size, rank=rank, timeout=timeout)
     _CONTROL = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None
-    print(f"| distributed init (rank {args.rank}/{args.world_size}, {backend})", flush=True)
+    print(f"| distributed init (rank {rank}/{world_size}, {backend})", flush=True)
     barrier()
-    _silence_non_main(args.rank == 0)
+    _silence_non_main(rank == 0)
+    return info
 
 
 def all_gather_objects(obj):

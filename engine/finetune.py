@@ -1,8 +1,10 @@
-"""Fine-tuning epoch and (multi-view, distributed) prediction."""
+"""Fine-tuning loss and (multi-view, distributed) prediction."""
+import os
+
 import numpy as np
 import torch
 
-from .common import autocast
+from .runtime import autocast
 from .distributed import all_gather_objects
 from .logger import MetricLogger
 from .reports import clip_average, merge_views, metrics_from_frame, predictions_frame
@@ -71,10 +73,8 @@ def evaluate_records(records, dataset, info, names, args):
         # onto the replacement's and drop out here, so the metrics cover the readable ones only.
         print(f"WARNING: {len(dataset.samples) - len(videos)} of {len(dataset.samples)} videos could not be read "
               f"and are not in the metrics")
-    ids = [dataset.samples[v].path_for_report if hasattr(dataset.samples[v], "path_for_report")
-           else str(dataset.samples[v].path) for v in videos]
+    ids = [str(dataset.samples[v].path) for v in videos]
     if args.data_root:
-        import os
         ids = [os.path.relpath(i, args.data_root) if os.path.isabs(i) else i for i in ids]
     if task == "regression":
         targets = np.stack([np.asarray(t, float).reshape(-1) for t in targets])

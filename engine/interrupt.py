@@ -55,16 +55,24 @@ def ignore_stop_signals():
         signal.signal(s, signal.SIG_IGN)
 
 
-def stopped(stop, checkpointer, epoch, iteration):
-    """Report a requested stop after its checkpoint was written; returns the exit status."""
+def stop_run(stop, checkpointer, state, epoch, iteration=0, partial=None, saved=False):
+    """Write the checkpoint a requested stop needs and report it; returns the exit status.
+
+    ``epoch``/``iteration`` is where training continues; ``state(last_epoch, **extra)`` builds the
+    checkpoint; ``saved``: the epoch checkpoint just written already holds this position.
+    """
     from . import distributed as dist
     from .checkpoint import LATEST
     from .cli import EXIT_REQUEUE
+    if not saved:
+        extra = {"partial": partial} if partial else {}
+        checkpointer.save(LATEST, state(epoch - 1, resume={"epoch": epoch, "iteration": iteration}, **extra))
     where = f"epoch {epoch}" + (f", iteration {iteration}" if iteration else "")
     why = stop.signal or "a stop request on another process"
     if checkpointer.output_dir:
-        print(f"stopped by {why}; {checkpointer.path(LATEST)} holds the run up to {where}: rerun the same command "
-              f"to continue (exit status {EXIT_REQUEUE})", flush=True)
+        path = checkpointer.path(LATEST if not saved else f"checkpoint-{epoch - 1}.pth")
+        print(f"stopped by {why}; {path} holds the run up to {where}: rerun the same command to continue "
+              f"(exit status {EXIT_REQUEUE})", flush=True)
     else:
         print(f"stopped by {why} at {where}; nothing was saved (no --output_dir)", flush=True)
     dist.cleanup()

@@ -61,9 +61,6 @@ class MetricLogger:
                 self.meters[k] = SmoothedValue(fmt=self.FORMATS[k])
             self.meters[k].update(float(v))
 
-    def add_meter(self, name, meter):
-        self.meters[name] = meter
-
     def __str__(self):
         return self.delimiter.join(f"{k}: {v}" for k, v in self.meters.items())
 
@@ -101,19 +98,14 @@ class TensorboardLogger:
             from tensorboardX import SummaryWriter
             os.makedirs(log_dir, exist_ok=True)
             self.writer = SummaryWriter(logdir=log_dir)
-        self.step = 0
 
-    def set_step(self, step):
-        self.step = step
-
-    def update(self, head="scalar", step=None, **kwargs):
+    def update(self, head="scalar", step=0, **kwargs):
         if self.writer is None:
             return
         for k, v in kwargs.items():
             if v is None:
                 continue
-            self.writer.add_scalar(f"{head}/{k}", float(v.item() if torch.is_tensor(v) else v),
-                                   self.step if step is None else step)
+            self.writer.add_scalar(f"{head}/{k}", float(v.item() if torch.is_tensor(v) else v), step)
 
     def flush(self):
         if self.writer is not None:

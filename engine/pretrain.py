@@ -6,7 +6,7 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from models.pretrain import split_visible
 
-from .common import autocast
+from .runtime import autocast
 
 
 def reconstruction_target(videos, mask, patch_size, tubelet_size, normalize=True, masked_index=None):

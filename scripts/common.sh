@@ -1,9 +1,11 @@
-# Shared by every script under scripts/: launcher settings, batch arithmetic, the SVFAP recipes
-# (docs/recipes.md) and the fine-tune -> test -> pool loop. Source it; do not run it.
+# Shared by every script under scripts/: launcher settings, batch arithmetic and the
+# fine-tune -> test -> pool loop. Source it; do not run it. Run the scripts from the repository root.
 #
 # Launcher, from the environment (single-node defaults):
 #   NNODES=1  NPROC_PER_NODE=<visible GPUs, else 1>  NODE_RANK=0  MASTER_ADDR=127.0.0.1  MASTER_PORT=29500
-# Batch: TOTAL_BATCH is the recipe's effective batch. Each process gets
+# PYTHON is the interpreter (default: the repository's .venv); processes start through
+# "$PYTHON -m torch.distributed.run", so no environment needs activating.
+# Batch: TOTAL_BATCH (each script's recipe) is the effective batch. Each process gets
 #   BATCH_SIZE = TOTAL_BATCH / (NNODES * NPROC_PER_NODE * UPDATE_FREQ)
 # UPDATE_FREQ (gradient accumulation) defaults to 1, or to the smallest value that keeps
 # BATCH_SIZE <= MAX_BATCH_PER_GPU when that is set. A split that is not exact is an error, so the
@@ -11,19 +13,30 @@
 # DRY_RUN=1 prints every command instead of running it.
 
 SVFAP_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-export PYTHONPATH="$SVFAP_REPO${PYTHONPATH:+:$PYTHONPATH}"
 
-# torchrun forwards these to the training processes, which then save a resumable checkpoint and
-# exit with status 75 (SIGUSR1 is what `sbatch --signal=USR1@300` sends before the time limit).
-export TORCHELASTIC_SIGNALS_TO_HANDLE=${TORCHELASTIC_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1}
+svfap_die() { echo "error: $*" >&2; exit 1; }
 
-PYTHON=${PYTHON:-python}
-TORCHRUN=${TORCHRUN:-torchrun}
+[ "$(pwd -P)" = "$(cd "$SVFAP_REPO" && pwd -P)" ] ||
+  svfap_die "run the scripts from the repository root: cd $SVFAP_REPO"
+
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
 DRY_RUN=${DRY_RUN:-0}
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 MASTER_PORT=${MASTER_PORT:-29500}
+# torchrun forwards these to the training processes, which then save a resumable checkpoint and
+# exit with status 75 (SIGUSR1 is what `sbatch --signal=USR1@300` sends before the time limit).
+export TORCHELASTIC_SIGNALS_TO_HANDLE=${TORCHELASTIC_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1}
+
+if [ "$NNODES" -gt 1 ]; then
+  case "$MASTER_ADDR" in
+    127.*|localhost|::1) echo "warning: NNODES=$NNODES with MASTER_ADDR=$MASTER_ADDR: the other nodes cannot reach" \
+                              "a loopback address; set MASTER_ADDR to node 0's address" >&2 ;;
+  esac
+fi
 
 svfap_visible_gpus() {
   if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
@@ -37,8 +50,6 @@ svfap_visible_gpus() {
   fi
 }
 NPROC_PER_NODE=${NPROC_PER_NODE:-$(svfap_visible_gpus)}
-
-svfap_die() { echo "error: $*" >&2; exit 1; }
 
 # Sets BATCH_SIZE and UPDATE_FREQ from the total batch $1 (see the header).
 svfap_batch() {
@@ -70,40 +81,8 @@ svfap_run() {
 }
 
 svfap_torchrun() {
-  svfap_run "$TORCHRUN" --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE" --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT" "$SVFAP_REPO/$1" "${@:2}"
-}
-
-# Pre-training recipe (paper + release): the values run_pretrain.py receives unless overridden.
-svfap_pretrain_defaults() {
-  : "${TOTAL_BATCH:=256}" "${EPOCHS:=100}" "${WARMUP_EPOCHS:=5}"
-  : "${LR:=3e-4}"          # base lr; the engine scales it by total batch / 256, as the release did
-  : "${MIN_LR:=1e-5}" "${WARMUP_LR:=1e-6}" "${WEIGHT_DECAY:=0.05}" "${OPT_BETAS:=0.9 0.95}" "${OPT_EPS:=1e-8}"
-  : "${NUM_FRAMES:=16}" "${SAMPLING_RATE:=4}" "${INPUT_SIZE:=160}"
-  : "${MASK_TYPE:=tube}" "${MASK_RATIO:=0.9}" "${DECODER_DEPTH:=4}" "${NORMLIZE_TARGET:=True}"
-  : "${FACE_CROP:=True}"   # upper-central 160x160 of the 224x224 VoxCeleb2 face tracks
-  # AMP: auto = bf16 on GPUs that support it (the release used fp16: AMP=fp16), none on CPU
-  : "${DROP_PATH:=0.0}" "${AMP:=auto}" "${SAVE_CKPT_FREQ:=10}" "${NUM_WORKERS:=8}" "${SEED:=0}"
-}
-
-# Fine-tuning recipe. TOTAL_BATCH 96 is the paper's; the release scripts used 64 (TOTAL_BATCH=64).
-svfap_finetune_defaults() {
-  : "${TOTAL_BATCH:=96}" "${EPOCHS:=100}" "${WARMUP_EPOCHS:=5}"
-  : "${LR:=1e-3}"          # base lr, scaled by total batch / 256 in the engine
-  : "${MIN_LR:=1e-6}" "${WARMUP_LR:=1e-6}" "${WEIGHT_DECAY:=0.05}" "${OPT_BETAS:=0.9 0.999}" "${OPT_EPS:=1e-8}"
-  : "${LAYER_DECAY:=0.75}" "${DROP_PATH:=0.1}" "${INIT_SCALE:=0.001}"
-  : "${NUM_FRAMES:=16}" "${SAMPLING_RATE:=4}" "${INPUT_SIZE:=160}" "${NUM_SAMPLE:=1}"
-  : "${AA:=rand-m7-n4-mstd0.5-inc1}" "${REPROB:=0.25}"
-  if [ "${TASK:-classification}" = regression ]; then
-    # Mixup/cutmix and label smoothing mix one-hot class targets; they do not apply to regression.
-    : "${MIXUP:=0.0}" "${CUTMIX:=0.0}" "${SMOOTHING:=0.0}"
-  else
-    : "${MIXUP:=0.8}" "${CUTMIX:=1.0}" "${SMOOTHING:=0.1}"
-  fi
-  : "${MIXUP_PROB:=1.0}" "${MIXUP_SWITCH_PROB:=0.5}" "${MIXUP_MODE:=batch}"
-  : "${TEST_NUM_SEGMENT:=2}" "${TEST_NUM_CROP:=1}"   # 2 temporal clips x 1 spatial crop
-  : "${MODEL_KEY:=model|module}" "${EVAL_CKPT:=checkpoint-best.pth}"
-  : "${AMP:=auto}" "${SAVE_CKPT_FREQ:=20}" "${NUM_WORKERS:=8}" "${SEED:=0}"
+  svfap_run "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE" \
+    --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT" "$@"
 }
 
 svfap_require() {
@@ -111,68 +90,69 @@ svfap_require() {
   for v in "$@"; do [ -n "${!v:-}" ] || svfap_die "$v is not set"; done
 }
 
-# VoxCeleb2 pre-training. Needs DATA_ROOT, SPLIT_DIR, OUTPUT_DIR, MODEL; "$@" goes to run_pretrain.py.
+# Pre-training. Needs the script's paths and recipe values; "$@" goes to run_pretrain.py.
 svfap_pretrain() {
-  svfap_require DATA_ROOT SPLIT_DIR OUTPUT_DIR MODEL
-  svfap_pretrain_defaults
+  svfap_require DATA_SET DATA_ROOT SPLIT_DIR OUTPUT_DIR MODEL TOTAL_BATCH EPOCHS WARMUP_EPOCHS LR MIN_LR WARMUP_LR \
+    WEIGHT_DECAY OPT_BETAS OPT_EPS DROP_PATH NUM_FRAMES SAMPLING_RATE INPUT_SIZE MASK_TYPE MASK_RATIO \
+    DECODER_DEPTH NORMLIZE_TARGET FACE_CROP
   svfap_batch "$TOTAL_BATCH"
   # shellcheck disable=SC2086  # OPT_BETAS is two numbers
   svfap_torchrun run_pretrain.py \
-    --model "$MODEL" --data_set VOXCELEB2 --data_path "$SPLIT_DIR" --data_root "$DATA_ROOT" \
+    --model "$MODEL" --data_set "$DATA_SET" --data_path "$SPLIT_DIR" --data_root "$DATA_ROOT" \
+    --batch_size "$BATCH_SIZE" --update_freq "$UPDATE_FREQ" --epochs "$EPOCHS" --warmup_epochs "$WARMUP_EPOCHS" \
+    --lr "$LR" --min_lr "$MIN_LR" --warmup_lr "$WARMUP_LR" --weight_decay "$WEIGHT_DECAY" \
+    --opt_betas $OPT_BETAS --opt_eps "$OPT_EPS" --drop_path "$DROP_PATH" \
+    --num_frames "$NUM_FRAMES" --sampling_rate "$SAMPLING_RATE" --input_size "$INPUT_SIZE" \
     --mask_type "$MASK_TYPE" --mask_ratio "$MASK_RATIO" --decoder_depth "$DECODER_DEPTH" \
     --normlize_target "$NORMLIZE_TARGET" --face_crop "$FACE_CROP" \
-    --input_size "$INPUT_SIZE" --num_frames "$NUM_FRAMES" --sampling_rate "$SAMPLING_RATE" \
-    --batch_size "$BATCH_SIZE" --update_freq "$UPDATE_FREQ" --epochs "$EPOCHS" \
-    --opt adamw --opt_betas $OPT_BETAS --opt_eps "$OPT_EPS" --weight_decay "$WEIGHT_DECAY" \
-    --lr "$LR" --min_lr "$MIN_LR" --warmup_lr "$WARMUP_LR" --warmup_epochs "$WARMUP_EPOCHS" \
-    --drop_path "$DROP_PATH" --amp "$AMP" --save_ckpt_freq "$SAVE_CKPT_FREQ" \
-    --num_workers "$NUM_WORKERS" --seed "$SEED" --auto_resume True \
-    --output_dir "$OUTPUT_DIR" --log_dir "$OUTPUT_DIR" "$@"
+    --output_dir "$OUTPUT_DIR" "$@"
 }
 
-# Fine-tune on every fold in FOLDS (sub-folders of SPLIT_DIR; "." for a single split), test each
-# fold's EVAL_CKPT with multi-view testing, then pool. POOL=joint pools all folds into one score
-# (cross-validation); POOL=each reports every entry of FOLDS on its own (AVCAffe's two targets).
-# Needs DATA_ROOT SPLIT_DIR PRETRAINED OUTPUT_DIR DATA_SET NB_CLASSES MODEL FOLDS VAL_METRIC.
-# SKIP_TRAIN=1 only tests existing checkpoints. "$@" goes to every run_finetune.py call.
+# Fine-tune on every split the registry lists for DATA_SET (sub-folders of SPLIT_DIR), test each
+# one's EVAL_CKPT with multi-view testing, then pool: all splits into one score, or each on its
+# own (AVCAffe's two targets). SKIP_TRAIN=1 only tests existing checkpoints; SPLITS="split01"
+# runs a subset. "$@" goes to every run_finetune.py call.
 svfap_finetune() {
-  svfap_require DATA_ROOT SPLIT_DIR PRETRAINED OUTPUT_DIR DATA_SET NB_CLASSES MODEL FOLDS VAL_METRIC
-  svfap_finetune_defaults
+  svfap_require DATA_SET DATA_ROOT SPLIT_DIR PRETRAINED OUTPUT_DIR MODEL TOTAL_BATCH EPOCHS WARMUP_EPOCHS LR \
+    MIN_LR WARMUP_LR WEIGHT_DECAY OPT_BETAS OPT_EPS LAYER_DECAY DROP_PATH INIT_SCALE NUM_FRAMES SAMPLING_RATE \
+    INPUT_SIZE NUM_SAMPLE AA REPROB MIXUP CUTMIX SMOOTHING MIXUP_PROB MIXUP_SWITCH_PROB MIXUP_MODE \
+    TEST_NUM_SEGMENT TEST_NUM_CROP
+  local facts splits pool
+  facts=$("$PYTHON" -m datasets.registry "$DATA_SET") || exit 1
+  splits=$(eval "$facts"; echo "$SPLITS")
+  pool=$(eval "$facts"; echo "$POOL")
+  splits=${SPLITS:-$splits}
+  EVAL_CKPT=${EVAL_CKPT:-checkpoint-best.pth}
   svfap_batch "$TOTAL_BATCH"
-  local fold pred_dirs=()
-  for fold in $FOLDS; do
-    local split=$SPLIT_DIR/$fold out=$OUTPUT_DIR/$fold
-    if [ "$fold" = . ]; then split=$SPLIT_DIR; out=$OUTPUT_DIR; fi
-    local data=(--model "$MODEL" --data_set "$DATA_SET" --nb_classes "$NB_CLASSES"
-      --data_path "$split" --data_root "$DATA_ROOT"
-      --input_size "$INPUT_SIZE" --num_frames "$NUM_FRAMES" --sampling_rate "$SAMPLING_RATE"
-      --batch_size "$BATCH_SIZE" --test_num_segment "$TEST_NUM_SEGMENT" --test_num_crop "$TEST_NUM_CROP"
-      --dist_eval True --amp "$AMP" --num_workers "$NUM_WORKERS" --seed "$SEED")
+  local split pred_dirs=()
+  for split in $splits; do
+    local data=$SPLIT_DIR/$split out=$OUTPUT_DIR/$split
+    if [ "$split" = . ]; then data=$SPLIT_DIR; out=$OUTPUT_DIR; fi
+    local common=(--model "$MODEL" --data_set "$DATA_SET" --data_path "$data" --data_root "$DATA_ROOT"
+      --batch_size "$BATCH_SIZE" --test_num_segment "$TEST_NUM_SEGMENT" --test_num_crop "$TEST_NUM_CROP")
     if [ "${SKIP_TRAIN:-0}" != 1 ]; then
-      # shellcheck disable=SC2086
-      svfap_torchrun run_finetune.py "${data[@]}" \
-        --finetune "$PRETRAINED" --model_key "$MODEL_KEY" --init_scale "$INIT_SCALE" \
-        --update_freq "$UPDATE_FREQ" --epochs "$EPOCHS" \
-        --opt adamw --opt_betas $OPT_BETAS --opt_eps "$OPT_EPS" --weight_decay "$WEIGHT_DECAY" \
-        --lr "$LR" --min_lr "$MIN_LR" --warmup_lr "$WARMUP_LR" --warmup_epochs "$WARMUP_EPOCHS" \
-        --layer_decay "$LAYER_DECAY" --drop_path "$DROP_PATH" --num_sample "$NUM_SAMPLE" \
-        --aa "$AA" --reprob "$REPROB" --smoothing "$SMOOTHING" \
-        --mixup "$MIXUP" --cutmix "$CUTMIX" --mixup_prob "$MIXUP_PROB" \
-        --mixup_switch_prob "$MIXUP_SWITCH_PROB" --mixup_mode "$MIXUP_MODE" \
-        --val_metric "$VAL_METRIC" --save_ckpt_freq "$SAVE_CKPT_FREQ" --auto_resume True \
-        --output_dir "$out" --log_dir "$out" "$@"
+      # shellcheck disable=SC2086  # OPT_BETAS is two numbers
+      svfap_torchrun run_finetune.py "${common[@]}" --finetune "$PRETRAINED" \
+        --update_freq "$UPDATE_FREQ" --epochs "$EPOCHS" --warmup_epochs "$WARMUP_EPOCHS" \
+        --lr "$LR" --min_lr "$MIN_LR" --warmup_lr "$WARMUP_LR" --weight_decay "$WEIGHT_DECAY" \
+        --opt_betas $OPT_BETAS --opt_eps "$OPT_EPS" --layer_decay "$LAYER_DECAY" --drop_path "$DROP_PATH" \
+        --init_scale "$INIT_SCALE" --num_frames "$NUM_FRAMES" --sampling_rate "$SAMPLING_RATE" \
+        --input_size "$INPUT_SIZE" --num_sample "$NUM_SAMPLE" --aa "$AA" --reprob "$REPROB" \
+        --mixup "$MIXUP" --cutmix "$CUTMIX" --smoothing "$SMOOTHING" --mixup_prob "$MIXUP_PROB" \
+        --mixup_switch_prob "$MIXUP_SWITCH_PROB" --mixup_mode "$MIXUP_MODE" --output_dir "$out" "$@"
     fi
     if [ "$DRY_RUN" != 1 ] && [ ! -f "$out/$EVAL_CKPT" ]; then
       svfap_die "$out/$EVAL_CKPT not found (set EVAL_CKPT to the checkpoint to test)"
     fi
-    svfap_torchrun run_finetune.py "${data[@]}" --eval True --finetune "$out/$EVAL_CKPT" \
-      --model_key "$MODEL_KEY" --output_dir "$out/eval" --log_dir "$out/eval" "$@"
+    # The model, frames, size and stride come from the checkpoint.
+    svfap_torchrun run_finetune.py "${common[@]}" --eval True --finetune "$out/$EVAL_CKPT" \
+      --output_dir "$out/eval" "$@"
     pred_dirs+=("$out/eval")
-    if [ "${POOL:-joint}" = each ]; then
+    if [ "$pool" = each ]; then
       svfap_run "$PYTHON" -m engine.pool_folds --data_set "$DATA_SET" --pred_dirs "$out/eval"
     fi
   done
-  if [ "${POOL:-joint}" = joint ]; then
+  if [ "$pool" = joint ]; then
     svfap_run "$PYTHON" -m engine.pool_folds --data_set "$DATA_SET" --pred_dirs "${pred_dirs[@]}"
   fi
 }

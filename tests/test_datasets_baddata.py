@@ -102,7 +102,7 @@ def test_check_command_exit_status(mixed):
 def _loader_epochs(ds, epochs, workers=2, seed=0):
     import torch
     from torch.utils.data import DataLoader
-    from engine.common import EpochSampler
+    from engine.loader import EpochSampler
     sampler = EpochSampler(ds, 1, 0, seed)
     loader = DataLoader(ds, batch_size=16, sampler=sampler, num_workers=workers, persistent_workers=True,
                         drop_last=True)

@@ -6,7 +6,7 @@ import pytest
 import timm
 
 import models  # noqa: F401
-from engine.optim import Schedules, build_optimizer, scale_lr
+from engine.optim import Schedules, build_optimizer, scaled_lrs
 
 
 def _args(**kw):
@@ -58,9 +58,12 @@ def test_pretrain_model_groups_exclude_mask_token_and_biases():
 
 def test_lr_scaling_and_schedule_shape():
     args = _args()
-    factor = scale_lr(args)
-    assert factor == pytest.approx(16 * 2 * 4 / 256)
-    assert args.lr == pytest.approx(1e-3 * factor) and args.warmup_lr == pytest.approx(1e-6 * factor)
+    scaled = scaled_lrs(args)
+    factor = 16 * 2 * 4 / 256
+    assert scaled == pytest.approx({"base_lr": 1e-3, "lr": 1e-3 * factor, "min_lr": 1e-6 * factor,
+                                    "warmup_lr": 1e-6 * factor})
+    assert args.lr == 1e-3  # nothing but engine.config.resolve writes to args
+    vars(args).update(scaled)
     model = timm.create_model("svfap_tiny_patch16_160", img_size=64, stage_depths=(1, 1, 1))
     opt = build_optimizer(args, model)
     steps = 10
@@ -83,7 +86,7 @@ def test_lr_scaling_and_schedule_shape():
 
 def test_weight_decay_schedule_moves_to_end_value():
     args = _args(weight_decay=0.04, weight_decay_end=0.4)
-    scale_lr(args)
+    vars(args).update(scaled_lrs(args))
     model = timm.create_model("svfap_tiny_patch16_160", img_size=64, stage_depths=(1, 1, 1))
     opt = build_optimizer(args, model)
     sched = Schedules(args, opt, 5)

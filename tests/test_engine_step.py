@@ -50,7 +50,7 @@ def test_non_finite_loss_stops_with_step_and_lr():
 
 _RSS_SCRIPT = """
 import os, sys, torch
-from engine.common import keep_freed_host_memory
+from engine.runtime import keep_freed_host_memory
 if sys.argv[1] == "keep":
     assert keep_freed_host_memory()
 def rss_mb():

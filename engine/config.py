@@ -1,0 +1,69 @@
+"""From parsed options to a run's settings: the checks, the distributed set-up and every derived
+value (precision, dataset defaults, the checkpoint's configuration under --eval, scaled lrs, patch
+size, output folders), resolved once, right after parsing. Nothing else writes to ``args``."""
+import os
+
+from datasets.registry import get_dataset_info
+from models.checkpoint import CLIP_KEYS, MODEL_KEYS, checkpoint_args, checkpoint_config, load_checkpoint_file
+from models.factory import PATCH_SIZE
+
+from . import distributed as dist
+from .cli import UserError
+from .optim import scaled_lrs
+from .options import check_args
+from .runtime import precision
+
+
+def resolve(args, kind, given=frozenset()):
+    """Complete ``args`` for a ``kind`` ("pretrain" or "finetune") run; ``given`` are the options
+    typed on the command line. Returns ``(dataset info, the checkpoint --eval tests or None)``."""
+    check_args(args)
+    vars(args).update(dist.init_distributed_mode(args.device, args.dist_timeout))
+    args.amp = precision(args.amp, args.device)
+    checkpoint = _evaluated_checkpoint(args, given) if getattr(args, "eval", False) else None
+    if kind == "finetune":
+        info = get_dataset_info(args.data_set, args.nb_classes, args.task)
+        args.nb_classes = info.num_outputs
+        args.num_targets = len(info.targets) if info.task == "regression" else None
+        args.val_metric = args.val_metric or info.metric
+    else:
+        info = get_dataset_info(args.data_set)
+    args.sampling_rate = args.sampling_rate or info.sampling_rate
+    args.patch_size = PATCH_SIZE
+    if checkpoint is None:
+        vars(args).update(scaled_lrs(args))
+    _prepare_output(args)
+    return info, checkpoint
+
+
+def _evaluated_checkpoint(args, given):
+    """The checkpoint --eval tests, with the model and clip settings it records taken into ``args``
+    (typed options that disagree are an error unless --force_config)."""
+    path = args.finetune or args.resume
+    if not path:
+        raise UserError("--eval needs a checkpoint: --finetune PATH (or --resume PATH)")
+    checkpoint = load_checkpoint_file(path)
+    keys = tuple(k for k in MODEL_KEYS + CLIP_KEYS if hasattr(args, k))
+    typed = {k: getattr(args, k) for k in keys if k in given}
+    config, adopted = checkpoint_config(checkpoint_args(checkpoint), typed, args.force_config, keys)
+    changed = {k: v for k, v in adopted.items() if _plain(v) != _plain(getattr(args, k))}
+    for key, value in config.items():
+        setattr(args, key, _plain(value))
+    if changed:
+        print("from the checkpoint: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
+    return checkpoint
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _prepare_output(args):
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
+    elif getattr(args, "eval", False):
+        print("WARNING: no --output_dir: the reports (pred.csv, metrics.json) will not be written", flush=True)
+    else:
+        print("WARNING: no --output_dir: nothing of this run (checkpoints, logs, reports) will be saved", flush=True)
+    if args.log_dir is None and args.output_dir:
+        args.log_dir = os.path.join(args.output_dir, "tb")

@@ -1,0 +1,112 @@
+"""The options both entry points share, and the checks of their values."""
+import argparse
+
+import torch
+
+from datasets.video_io import BACKENDS, DEFAULT_BACKEND
+
+from .runtime import PRECISIONS
+
+
+def str2bool(value):
+    """Booleans that parse as booleans: ``--normlize_target False`` means False (it did not in the release)."""
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if v in ("0", "false", "f", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+def bool_arg(parser, name, default, help=""):
+    parser.add_argument(name, type=str2bool, nargs="?", const=True, default=default, help=help)
+
+
+def add_common_args(p):
+    """Options both entry points share (the release's names where it had them). The recipe's
+    values are set by each entry point from engine/recipes.py."""
+    p.add_argument("--batch_size", default=64, type=int, help="per-process batch size")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--update_freq", default=1, type=int, help="gradient accumulation steps")
+    p.add_argument("--input_size", type=int, help="clip side in pixels")
+    p.add_argument("--num_frames", type=int, help="frames per clip")
+    p.add_argument("--sampling_rate", default=None, type=int, help="frame stride (dataset default when unset)")
+    p.add_argument("--tubelet_size", default=2, type=int, help="frames per token")
+    p.add_argument("--drop_path", type=float, help="stochastic depth rate, rising over the blocks to this value")
+    p.add_argument("--stage_depths", default=None, type=int, nargs="+", help="e.g. 12 6 3 (model default)")
+    p.add_argument("--num_bottleneck_tokens", default=None, type=int, nargs="+")
+    p.add_argument("--temporal_kernel_size", default=None, type=int)
+    bool_arg(p, "--grad_checkpointing", False, "recompute activations in the backward pass (less memory)")
+    # optimisation
+    p.add_argument("--opt", default="adamw", type=str)
+    p.add_argument("--opt_eps", type=float)
+    p.add_argument("--opt_betas", type=float, nargs="+")
+    p.add_argument("--clip_grad", default=None, type=float)
+    p.add_argument("--momentum", default=0.9, type=float)
+    p.add_argument("--weight_decay", type=float)
+    p.add_argument("--weight_decay_end", default=None, type=float)
+    p.add_argument("--lr", type=float, help="base lr for a total batch of 256 (scaled linearly)")
+    p.add_argument("--warmup_lr", type=float)
+    p.add_argument("--min_lr", type=float)
+    p.add_argument("--warmup_epochs", type=int)
+    p.add_argument("--warmup_steps", default=-1, type=int)
+    # data
+    p.add_argument("--data_path", default="", type=str, help="folder with the split CSVs (or a CSV file)")
+    p.add_argument("--data_root", default="", type=str, help="root the CSV paths are relative to")
+    p.add_argument("--prefix_map", default=[], nargs="*", help="OLD=NEW path prefix rewrites for release CSVs")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                   help="video decoder (same frames either way); pyav skips the non-reference frames a "
+                        "clip does not use, decord cannot, and falls back to pyav where it fails")
+    bool_arg(p, "--strict", False, "raise on the first bad sample instead of replacing it")
+    p.add_argument("--max_bad_fraction", default=0.01, type=float,
+                   help="stop when more than this fraction of a split's samples is unreadable (counted once "
+                        "per file over all workers and epochs)")
+    p.add_argument("--num_workers", default=8, type=int)
+    bool_arg(p, "--pin_mem", True)
+    # output and run control
+    p.add_argument("--output_dir", default="", help="checkpoints and reports")
+    p.add_argument("--log_dir", default=None, help="TensorBoard logs")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", default="auto", choices=["auto", *PRECISIONS],
+                   help="autocast precision; auto = bf16 on CUDA, none on CPU")
+    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--resume", default="", help="checkpoint to resume from")
+    bool_arg(p, "--auto_resume", True, "continue from the newest complete checkpoint in --output_dir")
+    bool_arg(p, "--force_resume", False, "resume even when result-changing options differ from the checkpoint's "
+                                         "(by default that is refused, with the list of differences)")
+    p.add_argument("--save_ckpt_freq", default=10, type=int, help="write checkpoint-N.pth every this many epochs")
+    p.add_argument("--keep_last", default=None, type=int,
+                   help="keep only the newest K periodic checkpoints (best and latest are always kept)")
+    p.add_argument("--trace_steps", default=None,
+                   help="append one JSON line per training iteration (epoch, step, lr, sample indices) to this file")
+    p.add_argument("--start_epoch", default=0, type=int)
+    p.add_argument("--print_freq", default=20, type=int)
+    bool_arg(p, "--compile", False, "torch.compile the model (same numbers as eager, faster steps after warm-up)")
+    p.add_argument("--local_rank", "--local-rank", default=-1, type=int, help="ignored; torchrun sets LOCAL_RANK")
+    p.add_argument("--dist_timeout", default=30, type=int,
+                   help="minutes a process waits in a collective call for the others before the run fails")
+    return p
+
+
+def check_args(args):
+    """Values no run can use, as one user error before anything starts."""
+    from .cli import UserError
+    for name in ("batch_size", "epochs", "update_freq", "num_frames", "input_size", "tubelet_size", "print_freq",
+                 "save_ckpt_freq", "dist_timeout"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} must be at least 1, not {value}")
+    if getattr(args, "keep_last", None) is not None and args.keep_last < 1:
+        raise UserError(f"--keep_last must be at least 1, not {args.keep_last}")
+    if getattr(args, "num_workers", 0) < 0:
+        raise UserError(f"--num_workers must be 0 or more, not {args.num_workers}")
+    if not 0 <= getattr(args, "max_bad_fraction", 0) <= 1:
+        raise UserError(f"--max_bad_fraction must be between 0 and 1, not {args.max_bad_fraction}")
+    if args.num_frames % args.tubelet_size:
+        raise UserError(f"--num_frames {args.num_frames} is not a multiple of --tubelet_size {args.tubelet_size}")
+    import timm
+    if not timm.is_model(args.model):
+        import models
+        raise UserError(f"unknown --model {args.model!r}; registered: {', '.join(models.MODEL_NAMES)}")
