@@ -1,5 +1,5 @@
-"""tools/benchmark.py end to end in --quick mode (tiny models): the table, ratios, targets and
-markdown come out with every row and numeric fields. No timing is asserted."""
+"""The benchmarks end to end in --quick mode (tiny models): the table, ratios and markdown come out
+with every row and numeric fields. No timing is asserted."""
 import re
 import subprocess
 import sys
@@ -20,9 +20,9 @@ NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    md = tmp_path_factory.mktemp("bench") / "BENCHMARKS.md"
+    md = tmp_path_factory.mktemp("bench") / "cpu.md"
     # One thread: on a busy shared CPU, two OpenMP threads make the tiny steps wait for each other.
-    proc = subprocess.run([sys.executable, "tools/benchmark.py", "--quick", "--threads", "1", "--workers", "1", "2",
+    proc = subprocess.run([sys.executable, "-m", "tools.benchmark", "--quick", "--threads", "1", "--workers", "1", "2",
                            "--markdown", str(md)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout, md.read_text()
@@ -64,7 +64,7 @@ def test_text_table_has_every_row_with_numbers(quick_run):
         assert NUMBER.match(rows[name][7])  # against the svfap_base training step
 
 
-def test_ratio_and_target_lines(quick_run):
+def test_ratio_lines_and_no_targets(quick_run):
     stdout, _ = quick_run
     assert re.search(r"svfap_base train step is \d+\.\d\dx (faster than|as fast as) videomae_base", stdout)
     assert re.search(r"svfap_base pre-training step is \d+\.\d\dx", stdout)
@@ -72,27 +72,23 @@ def test_ratio_and_target_lines(quick_run):
         assert re.search(r"activation checkpointing cuts the peak memory of train svfap_base at batch 2 by -?\d+%",
                          stdout)
     assert "loader 2 workers: " in stdout
-    verdicts = re.findall(r"^(PASS|FAIL|n/a): (.*)$", stdout, flags=re.M)
-    assert len(verdicts) == 4, verdicts
-    assert any("1.7x faster" in text for _, text in verdicts)
-    assert any("of the fp32 matmul peak" in text for _, text in verdicts)
+    assert not re.findall(r"^(PASS|FAIL|n/a): ", stdout, flags=re.M)  # a tool, not an acceptance test
 
 
 def test_markdown_matches_the_table(quick_run):
     stdout, md = quick_run
-    assert "python tools/benchmark.py --quick --threads 1" in md
+    assert "python -m tools.benchmark --quick --threads 1" in md
     assert "- machine: " in md and "torch " in md and "- date: " in md
     header = next(line for line in md.splitlines() if line.startswith("| row |"))
     assert header.count("|") == 11
     md_rows = {line.split("|")[1].strip(): line for line in md.splitlines()
                if line.startswith("| ") and not line.startswith("| row |")}
     assert set(md_rows) == set(table_rows(stdout))
-    assert "## Ratios" in md and "## Targets" in md
+    assert "## Ratios" in md and "Targets" not in md and "docs/benchmarks.md" in md
 
 
 def test_only_filters_rows_and_rejects_unknown_names():
-    sys.path.insert(0, str(REPO))
-    from tools import benchmark
+    from tools.benchmark import steps as benchmark
 
     args = benchmark.parse_args(["--only", "memory", "svfap_small"])
     names = [r.name for r in benchmark.plan(args)]
@@ -103,10 +99,10 @@ def test_only_filters_rows_and_rejects_unknown_names():
 
 
 def test_loader_benchmark_prints_every_row_with_ratios():
-    """tools/benchmark_loader.py on a tiny generated set: decode-only rows for both backends,
+    """python -m tools.benchmark.loader on a tiny generated set: decode-only rows for both backends,
     fine-tuning and pre-training loader rows for both backends, fine-tuning rows for frame
     folders, each with a ratio."""
-    proc = subprocess.run([sys.executable, "tools/benchmark_loader.py", "--frames", "24", "--size", "64",
+    proc = subprocess.run([sys.executable, "-m", "tools.benchmark.loader", "--frames", "24", "--size", "64",
                            "--train_per_class", "1", "--num_frames", "4", "--sampling_rate", "2",
                            "--input_size", "32", "--gop", "8", "--workers", "0", "1", "--repeats", "1",
                            "--min_clips", "4"], cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -1,6 +1,6 @@
 """Clips per second of the training loaders (fine-tuning and pre-training), against a naive reader.
 
-    python tools/benchmark_loader.py [--data DIR] [--frames 200] [--workers 1 2]
+    python -m tools.benchmark.loader [--data DIR] [--frames 200] [--workers 1 2]
 
 Without --data, the demo generator writes a set in a temporary folder, by default
 shaped like the pre-training videos (VoxCeleb2: 224x224 at 25 fps, ~8 s, here with
@@ -26,23 +26,20 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import decord  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from datasets import PretrainDataset, VideoClsDataset, read_annotations  # noqa: E402
-from datasets.demo import generate  # noqa: E402
-from datasets.sampling import random_window  # noqa: E402
-from datasets.video_io import FrameFolder, read_clips  # noqa: E402
-from engine.common import keep_freed_host_memory  # noqa: E402
+from datasets.annotations import read_annotations
+from datasets.demo import generate
+from datasets.finetune import VideoClsDataset
+from datasets.pretrain import PretrainDataset
+from datasets.sampling import random_window
+from datasets.video_io import BACKENDS, FrameFolder, read_clips
+from engine.runtime import keep_freed_host_memory
 
 
 def naive_read(path, choose):
@@ -51,6 +48,7 @@ def naive_read(path, choose):
         src = FrameFolder(path)
         frames = src.get(range(src.num_frames))
     else:
+        import decord
         vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
         frames = vr.get_batch(list(range(len(vr)))).asnumpy()
     return [frames[ix] for ix in choose(len(frames))]
@@ -119,7 +117,7 @@ def main(argv=None):
     ap.add_argument("--input_size", type=int, default=160)
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--backend", nargs="+", default=["pyav", "decord"], choices=["pyav", "decord"],
+    ap.add_argument("--backend", nargs="+", default=list(BACKENDS), choices=BACKENDS,
                     help="backends of the training loader, each measured in turn")
     ap.add_argument("--gop", type=int, default=25, help="keyframe interval of generated mp4s")
     ap.add_argument("--repeats", type=int, default=3)
