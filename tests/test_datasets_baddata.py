@@ -1,6 +1,5 @@
 """Bad samples: warned about and replaced by default, fatal in strict mode or
 past the cap, and listed by `python -m datasets.check`."""
-import os
 import subprocess
 import sys
 import warnings
@@ -11,9 +10,8 @@ import pytest
 from datasets import (BadSampleError, BadSampleWarning, PretrainDataset, TooManyBadSamples,
                       VideoClsDataset)
 from datasets import check
+from conftest import REPO
 from datasets.demo import write_mp4
-
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 BAD = ["missing.mp4", "zero.mp4", "cut.mp4", "empty_dir"]
 
 
@@ -93,9 +91,8 @@ def test_check_command_exit_status(mixed):
     bad = subprocess.run(run + [str(mixed / "mixed.csv"), "--backend", "pyav"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stdout.strip().endswith("3 ok, 4 bad")
-    good = subprocess.run(run + ["good.csv", "--data_root", str(mixed)], cwd=mixed,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=120)
+    good = subprocess.run(run + [str(mixed / "good.csv"), "--data_root", str(mixed)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
     assert good.returncode == 0 and good.stdout.strip() == "2 ok, 0 bad"
 
 

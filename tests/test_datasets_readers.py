@@ -2,6 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import REPO
+
 from datasets.demo import write_frames, write_mp4
 from datasets.video_io import (DecordVideo, PyAVVideo, VideoReadError, list_frame_files,
                                open_source, read_clips)
@@ -203,7 +205,7 @@ def test_png_folders_survive_decord_imported_first(tmp_path):
     code = ("import decord, numpy as np; from datasets.video_io import open_source; "
             f"print(open_source({str(tmp_path / 'f')!r}).get([0, 1, 2]).mean(axis=(1, 2, 3)).round(1).tolist())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+                         cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert eval(out.stdout) == [float(v) for v in indexed_frames(n=3).mean(axis=(1, 2, 3)).round(1)]
 

@@ -140,12 +140,12 @@ def test_errors(demo, ckpts, tmp_path, capsys):
 def test_folder_input_and_torchrun_shards(demo, ckpts, tmp_path):
     """Two CPU processes under torchrun split the shards (k % 2) and rank 0 writes the index."""
     out = tmp_path / "dist"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           os.path.join(REPO, "tools", "extract_features.py"), "--checkpoint", str(ckpts["fine"]),
+           "-m", "tools.extract_features", "--checkpoint", str(ckpts["fine"]),
            str(demo / "videos" / "test"), "--output_dir", str(out), "--shard_size", "2", "--num_workers", "0",
            "--device", "cpu"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "shards (rank 1)" in proc.stderr  # the second process did take its shards
     feats, index = ef.load_features(str(out))
