@@ -16,7 +16,7 @@ from datasets.build import build_dataset, multiple_samples_collate
 from datasets.registry import DATASETS
 from engine import distributed as dist
 from engine.checkpoint import BEST, Checkpointer, load_on_all_ranks, resume, training_state
-from engine.cli import UserError, explicit_options, run_entry
+from engine.cli import HelpFormatter, UserError, explicit_options, run_entry
 from engine.config import resolve
 from engine.finetune import classification_loss, evaluate_records, predict
 from engine.interrupt import StopRequest, stop_run
@@ -36,7 +36,7 @@ TASKS = ("classification", "regression", "clip_classification")
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser("SVFAP fine-tuning and evaluation", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_common_args(p)
     p.add_argument("--model", default="svfap_base_patch16_160", metavar="NAME",
                    help=f"registered model: {', '.join(n for n in MODEL_NAMES if not n.startswith('pretrain_'))}")
@@ -44,6 +44,9 @@ def get_args_parser():
                    help=f"registered dataset ({', '.join(d for d in DATASETS if d != 'VOXCELEB2')}) or custom")
     p.add_argument("--nb_classes", default=None, type=int, help="classes (or targets); the dataset's if unset")
     p.add_argument("--task", default=None, choices=TASKS, help="only for --data_set custom")
+    p.add_argument("--class_names", default=None,
+                   help="names of the classes (or targets): comma-separated, or a file with one a line; default: "
+                        "the registry's, or a classes.txt beside a custom dataset's CSVs")
     p.add_argument("--video_id_regex", default=r"^(.*)/[^/]+$",
                    help="clip-averaged tasks: first group of this regex on a clip path names its video")
     p.add_argument("--layer_decay", type=float, help="layer-wise lr decay (1 = none)")

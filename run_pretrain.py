@@ -11,7 +11,7 @@ import torch
 from datasets.build import build_pretraining_dataset, multiple_samples_collate
 from engine import distributed as dist
 from engine.checkpoint import Checkpointer, resume, training_state
-from engine.cli import RunError, UserError, run_entry
+from engine.cli import HelpFormatter, RunError, UserError, run_entry
 from engine.config import resolve
 from engine.interrupt import StopRequest, stop_run
 from engine.loader import build_loader, resumable_epochs
@@ -27,7 +27,7 @@ from models.factory import config_kwargs
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser("SVFAP pre-training", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_common_args(p)
     p.add_argument("--model", default="pretrain_svfap_base_patch16_160", metavar="NAME",
                    help=f"registered model: {', '.join(n for n in MODEL_NAMES if n.startswith('pretrain_'))}")

@@ -98,15 +98,16 @@ def read_class_names(value):
 
 
 def output_names(num_outputs, data_set=None, task=None, nb_classes=None, num_targets=None, class_names=None):
-    """``(task, names)`` of a model's outputs: ``class_names`` if given, else the registry's for
-    ``data_set``, else numbers. The count must match ``num_outputs``."""
+    """``(task, names)`` of a model's outputs: ``class_names`` if given (a list, or a string as
+    :func:`read_class_names` takes), else the registry's for ``data_set``, else numbers. The count
+    must match ``num_outputs``."""
     names = None
     if data_set:
         info = get_dataset_info(data_set, nb_classes or num_outputs, task, num_targets)
         if info.task != "pretrain":
             task, names = info.task, list(info.classes or info.targets)
     if class_names:
-        names = read_class_names(class_names)
+        names = read_class_names(class_names) if isinstance(class_names, str) else list(class_names)
     names = names or [str(i) for i in range(num_outputs)]
     if len(names) != num_outputs:
         raise DatasetSpecError(f"{len(names)} class/target names ({', '.join(names[:8])}) for a model with "

@@ -9,6 +9,10 @@ EXIT_USER_ERROR = 2
 EXIT_REQUEUE = 75
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the module docstring's layout and shows every option's default."""
+
+
 class UserError(Exception):
     """A mistake the user can fix (a missing file, a wrong option): one ``error:`` line, exit 2."""
 
@@ -84,16 +88,17 @@ def add_model_options(parser):
     g.add_argument("--input_size", type=int, default=None, help="clip side in pixels")
     g.add_argument("--num_frames", type=int, default=None, help="frames per clip")
     g.add_argument("--sampling_rate", type=int, default=None, help="frame stride inside a clip")
-    g.add_argument("--tubelet_size", type=int, default=None)
+    g.add_argument("--tubelet_size", type=int, default=None, help="frames per token")
     g.add_argument("--short_side_size", type=int, default=None, help="resize before the centre crop")
     g.add_argument("--stage_depths", type=int_list, default=None, help="e.g. '12 6 3' or 12,6,3")
-    g.add_argument("--num_bottleneck_tokens", type=int_list, default=None)
+    g.add_argument("--num_bottleneck_tokens", type=int_list, default=None, help="bottleneck tokens per time step")
     g.add_argument("--embed_dim", type=int, default=None, help="only for models trained with a custom width")
-    g.add_argument("--num_heads", type=int, default=None)
-    g.add_argument("--temporal_kernel_size", type=int, default=None)
+    g.add_argument("--num_heads", type=int, default=None, help="attention heads (with --embed_dim)")
+    g.add_argument("--temporal_kernel_size", type=int, default=None, help="time steps merged per pyramid stage")
     g.add_argument("--data_set", default=None, help="registered dataset name (class names), or custom")
-    g.add_argument("--nb_classes", type=int, default=None)
-    g.add_argument("--task", default=None, choices=["classification", "regression", "clip_classification"])
+    g.add_argument("--nb_classes", type=int, default=None, help="outputs of the classifier")
+    g.add_argument("--task", default=None, choices=["classification", "regression", "clip_classification"],
+                   help="what the outputs are (the dataset's)")
     g.add_argument("--force_config", action="store_true",
                    help="let these options override what the checkpoint records (a conflict is an error otherwise)")
     return g
@@ -104,4 +109,6 @@ def typed_options(args):
     is a namespace or a dict."""
     from models.checkpoint import CLIP_KEYS, MODEL_KEYS, OUTPUT_KEYS
     values = args if isinstance(args, dict) else vars(args)
-    return {k: v for k, v in values.items() if k in MODEL_KEYS + CLIP_KEYS + OUTPUT_KEYS and v is not None}
+    # --class_names only names what is shown: it may differ from what the checkpoint recorded.
+    keys = tuple(k for k in MODEL_KEYS + CLIP_KEYS + OUTPUT_KEYS if k != "class_names")
+    return {k: v for k, v in values.items() if k in keys and v is not None}

@@ -2,8 +2,9 @@
 value (precision, dataset defaults, the checkpoint's configuration under --eval, scaled lrs, patch
 size, output folders), resolved once, right after parsing. Nothing else writes to ``args``."""
 import os
+from dataclasses import replace
 
-from datasets.registry import get_dataset_info
+from datasets.registry import get_dataset_info, read_class_names
 from models.checkpoint import CLIP_KEYS, MODEL_KEYS, checkpoint_args, checkpoint_config, load_checkpoint_file
 from models.factory import PATCH_SIZE
 
@@ -22,7 +23,8 @@ def resolve(args, kind, given=frozenset()):
     args.amp = precision(args.amp, args.device)
     checkpoint = _evaluated_checkpoint(args, given) if getattr(args, "eval", False) else None
     if kind == "finetune":
-        info = get_dataset_info(args.data_set, args.nb_classes, args.task)
+        info = _named_outputs(get_dataset_info(args.data_set, args.nb_classes, args.task), args)
+        args.class_names = list(info.classes or info.targets)
         args.nb_classes = info.num_outputs
         args.num_targets = len(info.targets) if info.task == "regression" else None
         args.val_metric = args.val_metric or info.metric
@@ -52,6 +54,22 @@ def _evaluated_checkpoint(args, given):
     if changed:
         print("from the checkpoint: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
     return checkpoint
+
+
+def _named_outputs(info, args):
+    """The dataset's outputs named by --class_names (a comma list or a file), else by a classes.txt
+    beside a custom dataset's split files (the demo writes one), else by the registry."""
+    source = args.class_names
+    beside = os.path.join(args.data_path, "classes.txt")
+    if not source and info.name == "custom" and os.path.isfile(beside):
+        source = beside
+    if not source:
+        return info
+    names = tuple(read_class_names(source) if isinstance(source, str) else source)
+    if len(names) != info.num_outputs:
+        raise UserError(f"{len(names)} names ({', '.join(names[:8])}) from {source!r} for {info.num_outputs} "
+                        f"{'targets' if info.targets else 'classes'} of {info.name}")
+    return replace(info, **({"targets": names} if info.targets else {"classes": names}))
 
 
 def _plain(value):

@@ -28,7 +28,7 @@ def add_common_args(p):
     """Options both entry points share (the release's names where it had them). The recipe's
     values are set by each entry point from engine/recipes.py."""
     p.add_argument("--batch_size", default=64, type=int, help="per-process batch size")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="training epochs")
     p.add_argument("--update_freq", default=1, type=int, help="gradient accumulation steps")
     p.add_argument("--input_size", type=int, help="clip side in pixels")
     p.add_argument("--num_frames", type=int, help="frames per clip")
@@ -36,22 +36,25 @@ def add_common_args(p):
     p.add_argument("--tubelet_size", default=2, type=int, help="frames per token")
     p.add_argument("--drop_path", type=float, help="stochastic depth rate, rising over the blocks to this value")
     p.add_argument("--stage_depths", default=None, type=int, nargs="+", help="e.g. 12 6 3 (model default)")
-    p.add_argument("--num_bottleneck_tokens", default=None, type=int, nargs="+")
-    p.add_argument("--temporal_kernel_size", default=None, type=int)
+    p.add_argument("--num_bottleneck_tokens", default=None, type=int, nargs="+",
+                   help="bottleneck tokens per time step, one value or one per later stage (model default)")
+    p.add_argument("--temporal_kernel_size", default=None, type=int,
+                   help="time steps merged by each temporal-pyramid stage (model default)")
     bool_arg(p, "--grad_checkpointing", False, "recompute activations in the backward pass (less memory)")
     # optimisation
-    p.add_argument("--opt", default="adamw", type=str)
-    p.add_argument("--opt_eps", type=float)
-    p.add_argument("--opt_betas", type=float, nargs="+")
-    p.add_argument("--clip_grad", default=None, type=float)
-    p.add_argument("--momentum", default=0.9, type=float)
-    p.add_argument("--weight_decay", type=float)
-    p.add_argument("--weight_decay_end", default=None, type=float)
+    p.add_argument("--opt", default="adamw", type=str, help="optimizer, any name timm's create_optimizer_v2 knows")
+    p.add_argument("--opt_eps", type=float, help="optimizer epsilon")
+    p.add_argument("--opt_betas", type=float, nargs="+", help="AdamW betas")
+    p.add_argument("--clip_grad", default=None, type=float, help="clip the gradient norm to this (none if unset)")
+    p.add_argument("--momentum", default=0.9, type=float, help="SGD momentum (with --opt sgd)")
+    p.add_argument("--weight_decay", type=float, help="weight decay (none on biases, norms and position tables)")
+    p.add_argument("--weight_decay_end", default=None, type=float,
+                   help="weight decay at the last step, reached by a cosine (constant if unset)")
     p.add_argument("--lr", type=float, help="base lr for a total batch of 256 (scaled linearly)")
-    p.add_argument("--warmup_lr", type=float)
-    p.add_argument("--min_lr", type=float)
-    p.add_argument("--warmup_epochs", type=int)
-    p.add_argument("--warmup_steps", default=-1, type=int)
+    p.add_argument("--warmup_lr", type=float, help="lr the warm-up starts from (scaled like --lr)")
+    p.add_argument("--min_lr", type=float, help="lr the cosine ends at (scaled like --lr)")
+    p.add_argument("--warmup_epochs", type=int, help="epochs of linear lr warm-up")
+    p.add_argument("--warmup_steps", default=-1, type=int, help="warm-up in optimisation steps (overrides --warmup_epochs when > 0)")
     # data
     p.add_argument("--data_path", default="", type=str, help="folder with the split CSVs (or a CSV file)")
     p.add_argument("--data_root", default="", type=str, help="root the CSV paths are relative to")
@@ -63,15 +66,15 @@ def add_common_args(p):
     p.add_argument("--max_bad_fraction", default=0.01, type=float,
                    help="stop when more than this fraction of a split's samples is unreadable (counted once "
                         "per file over all workers and epochs)")
-    p.add_argument("--num_workers", default=8, type=int)
-    bool_arg(p, "--pin_mem", True)
+    p.add_argument("--num_workers", default=8, type=int, help="data loading processes per GPU process")
+    bool_arg(p, "--pin_mem", True, "pinned host memory for faster copies to the GPU")
     # output and run control
     p.add_argument("--output_dir", default="", help="checkpoints and reports")
     p.add_argument("--log_dir", default=None, help="TensorBoard logs")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     p.add_argument("--amp", default="auto", choices=["auto", *PRECISIONS],
                    help="autocast precision; auto = bf16 on CUDA, none on CPU")
-    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--seed", default=0, type=int, help="seeds the data order, augmentation and initialisation")
     p.add_argument("--resume", default="", help="checkpoint to resume from")
     bool_arg(p, "--auto_resume", True, "continue from the newest complete checkpoint in --output_dir")
     bool_arg(p, "--force_resume", False, "resume even when result-changing options differ from the checkpoint's "
@@ -81,8 +84,8 @@ def add_common_args(p):
                    help="keep only the newest K periodic checkpoints (best and latest are always kept)")
     p.add_argument("--trace_steps", default=None,
                    help="append one JSON line per training iteration (epoch, step, lr, sample indices) to this file")
-    p.add_argument("--start_epoch", default=0, type=int)
-    p.add_argument("--print_freq", default=20, type=int)
+    p.add_argument("--start_epoch", default=0, type=int, help="first epoch (a resumed run continues where it stopped)")
+    p.add_argument("--print_freq", default=20, type=int, help="iterations between progress lines")
     bool_arg(p, "--compile", False, "torch.compile the model (same numbers as eager, faster steps after warm-up)")
     p.add_argument("--local_rank", "--local-rank", default=-1, type=int, help="ignored; torchrun sets LOCAL_RANK")
     p.add_argument("--dist_timeout", default=30, type=int,

@@ -55,6 +55,17 @@ def check_fold(path, frame, info):
                         f"made for")
 
 
+def named_like(path, frame, info=None):
+    """A dataset entry with the outputs ``frame`` names (as many as ``info`` has, if given)."""
+    kind, names = columns_of(frame)
+    if kind is None:
+        raise UserError(f"{path} is not a pred.csv written by run_finetune.py")
+    if info is not None and len(names) != info.num_outputs:
+        raise UserError(f"{path} has {len(names)} outputs ({', '.join(names)}), but --nb_classes says {info.num_outputs}")
+    return DatasetInfo(info.name if info else "pooled", kind, classes=tuple(names) if kind == "classification" else (),
+                       targets=tuple(names) if kind == "regression" else ())
+
+
 def pool(pred_dirs, info=None):
     """Pooled frame, metrics and names; ``info`` None reads the classes from the first pred.csv."""
     paths = [os.path.realpath(d if d.endswith(".csv") else os.path.join(d, "pred.csv")) for d in pred_dirs]
@@ -64,12 +75,10 @@ def pool(pred_dirs, info=None):
     frames = []
     for d in pred_dirs:
         path, frame = read_fold(d)
-        if info is None:
-            kind, names = columns_of(frame)
-            if kind is None:
-                raise UserError(f"{path} is not a pred.csv written by run_finetune.py")
-            info = DatasetInfo("pooled", kind, classes=tuple(names) if kind == "classification" else (),
-                               targets=tuple(names) if kind == "regression" else ())
+        if not frames and (info is None or info.name == "custom"):
+            # The classes the first fold's predictions were named with (a custom dataset's are
+            # placeholders); every other fold must have the same.
+            info = named_like(path, frame, info)
         check_fold(path, frame, info)
         frames.append(frame.assign(fold=os.path.basename(os.path.dirname(os.path.abspath(path)))))
     frame = pd.concat(frames, ignore_index=True)

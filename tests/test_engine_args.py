@@ -29,3 +29,21 @@ def test_release_defaults():
     f = run_finetune.get_args_parser().parse_args(["--stage_depths", "8", "4", "2"])
     assert f.stage_depths == [8, 4, 2] and f.layer_decay == 0.75 and f.aa == "rand-m7-n4-mstd0.5-inc1"
     assert (f.mixup, f.cutmix, f.smoothing, f.reprob) == (0.8, 1.0, 0.1, 0.25)
+
+
+@pytest.mark.parametrize("entry", [run_finetune, run_pretrain])
+def test_every_option_explains_itself(entry, capsys):
+    parser = entry.get_args_parser()
+    silent = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]
+    assert not silent, f"options without help text: {silent}"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "(default: " in text and text.count("(default: ") >= len(parser._actions) // 2
+    import models
+    from datasets.registry import DATASETS
+    names = [n for n in models.MODEL_NAMES if n.startswith("pretrain_") == (entry is run_pretrain)]
+    flat = " ".join(text.split()).replace("- ", "-")  # argparse wraps lines after hyphens
+    assert all(n in flat for n in names)  # --model lists the valid names
+    if entry is run_finetune:
+        assert all(d in flat for d in DATASETS if d != "VOXCELEB2")

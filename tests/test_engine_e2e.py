@@ -38,6 +38,24 @@ def test_finetune_from_pretraining_writes_reports(finetuned):
     assert "uar" in proc.stdout and "war" in proc.stdout  # the printed table
 
 
+def test_class_names_beside_the_csvs_reach_every_report(demo, finetuned, capsys):
+    """A custom dataset's classes.txt (the demo writes one) names the classes in pred.csv,
+    metrics.json and the checkpoint, so the tools show them too."""
+    import torch
+
+    from tools import predict
+    out, _ = finetuned
+    names = (demo / "classes.txt").read_text().split()
+    assert len(names) == 6 and names != [str(i) for i in range(6)]
+    pred = pd.read_csv(out / "pred.csv")
+    assert [c for c in pred.columns if c.startswith("score_")] == [f"score_{n}" for n in names]
+    assert json.loads((out / "metrics.json").read_text())["class_names"] == names
+    assert torch.load(out / "checkpoint-best.pth", weights_only=True)["args"]["class_names"] == names
+    video = pd.read_csv(out / "pred.csv")["id"][0]
+    assert predict.main(["--checkpoint", str(out / "checkpoint-best.pth"), str(demo / video), "--device", "cpu"]) == 0
+    assert any(n in capsys.readouterr().out for n in names)
+
+
 def test_eval_only_and_two_process_evaluation_agree(demo, finetuned, tmp_path):
     out, _ = finetuned
     # 11 videos x 3 views = 33 items: the 2-process sampler pads one duplicate that must be dropped

@@ -53,3 +53,17 @@ def test_unknown_task_is_refused(tmp_path):
     with pytest.raises(SystemExit) as e:
         pool_folds.main(["--data_set", "custom", "--nb_classes", "3", "--task", "regresion", "--pred_dirs", "x"])
     assert e.value.code == 2
+
+
+def test_custom_datasets_pool_under_the_names_of_their_predictions(tmp_path, capsys):
+    names = ["smile", "frown", "blink"]
+    a = write_fold(tmp_path / "split01", names, ["a/1", "a/2"])
+    b = write_fold(tmp_path / "split02", names, ["b/1"])
+    out = tmp_path / "pooled"
+    assert pool_folds.main(["--data_set", "custom", "--nb_classes", "3", "--pred_dirs", str(a), str(b),
+                            "--output_dir", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["class_names"] == names
+    c = write_fold(tmp_path / "split03", ["smile", "frown", "yawn"], ["c/1"])
+    assert pool_folds.main(["--data_set", "custom", "--nb_classes", "3", "--pred_dirs", str(a), str(c)]) == 2
+    assert "yawn" in capsys.readouterr().err
+    assert pool_folds.main(["--data_set", "custom", "--nb_classes", "4", "--pred_dirs", str(a)]) == 2
