@@ -4,6 +4,7 @@ The release's loader only printed size mismatches, so a 768-wide pre-training ch
 gave a randomly initialised 512-wide model. Here any mismatch beyond a new classifier raises.
 """
 import argparse
+import logging
 import math
 import os
 from collections import OrderedDict
@@ -22,6 +23,8 @@ _SAFE_GLOBALS = [
     (np.dtype, "numpy.dtype"),
     type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64)), type(np.dtype(np.bool_)),
 ]
+
+_logger = logging.getLogger(__name__)
 
 PRETRAIN_ONLY = ("decoder.", "mask_token", "encoder_to_decoder.", "pos_embed_decoder")
 NEW_HEAD_OK = ("head.", "fc_norm.")
@@ -396,3 +399,25 @@ def guess_model(state_dict):
     staged = any(".cross_attn." in k or "downsamples." in k for k in state_dict)
     return "svfap_base_patch16_160" if staged else "videomae_base_patch16_160"
 
+
+# -- timm's pretrained loading ----------------------------------------------------------------------
+
+def pretrained_filter(checkpoint, model):
+    """timm's ``pretrained_filter_fn`` for our models: a checkpoint (dict, any layout the project
+    reads) → ``model``'s complete state dict.
+
+    Fine-tuning models go through :func:`map_pretrained` (a new head where the classes differ, a
+    :class:`CheckpointMismatchError` on anything else that does not fit); pre-training models take
+    their own checkpoints only, strictly.
+    """
+    if is_pretrain_state(model.state_dict()):
+        return check_strict(model, project_state(checkpoint), "pre-training checkpoint")
+    state_dict, report = map_pretrained(model, checkpoint)
+    _logger.info(format_report(report))
+    return {**model.state_dict(), **state_dict}
+
+
+def load_for_timm(model, path):
+    """timm's ``custom_load`` hook of our models (``model.load_pretrained(path)``): the file or
+    transformers folder, read as the tools read it, through :func:`pretrained_filter`."""
+    model.load_state_dict(pretrained_filter(read_checkpoint(path), model))

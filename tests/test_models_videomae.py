@@ -132,6 +132,16 @@ def test_other_clip_size_loads_with_the_models_own_positions(tmp_path):
                                    "(fixed sinusoid positions of the model's grid)"]
 
 
+def test_timm_create_model_reads_a_folder(tmp_path):
+    hf = _hf(VideoMAEForVideoClassification, num_labels=5)
+    path = _saved(hf, tmp_path, "folder")
+    model = timm.create_model("videomae_base_patch16_160", pretrained=True, num_classes=5, **OURS,
+                              pretrained_cfg_overlay=dict(file=str(path))).eval()
+    x, x_hf = _clip()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), hf(pixel_values=x_hf).logits, atol=1e-4, rtol=0)
+
+
 # The original VideoMAE release's key names (its modeling_finetune / modeling_pretrain), written out.
 def _release_keys(depth, decoder_depth=None):
     block = ["norm1.weight", "norm1.bias", "attn.q_bias", "attn.v_bias", "attn.qkv.weight", "attn.proj.weight",
