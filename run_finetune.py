@@ -29,7 +29,7 @@ from engine.reports import format_table, write_reports
 from engine.runtime import PRECISIONS, grad_scaler, keep_freed_host_memory, seed_everything, wrap_model
 from engine.train_step import Stepper, train_epoch
 from models import MODEL_NAMES, create_model, load_pretrained
-from models.checkpoint import load_checkpoint_file
+from models.checkpoint import read_checkpoint
 from models.factory import config_kwargs
 
 TASKS = ("classification", "regression", "clip_classification")
@@ -72,7 +72,9 @@ def get_args_parser():
     p.add_argument("--mixup_switch_prob", type=float, help="probability of cutmix instead of mixup")
     p.add_argument("--mixup_mode", type=str, help="batch, pair or elem")
     # evaluation
-    p.add_argument("--finetune", default="", help="pre-trained (or fine-tuned) checkpoint to start from")
+    p.add_argument("--finetune", default="",
+                   help="pre-trained (or fine-tuned) checkpoint to start from: a file (the release's, this "
+                        "project's, VideoMAE's) or a transformers VideoMAE save_pretrained folder")
     p.add_argument("--model_key", default="model|module|state_dict", type=str,
                    help="where the weights sit in the checkpoint dict (first found)")
     bool_arg(p, "--eval", False, "only evaluate (multi-view) the --finetune/--resume checkpoint on the test split; "
@@ -150,7 +152,7 @@ def main(args, given=frozenset()):
     print(f"args: {json.dumps(vars(args), default=str)}")
 
     if checkpoint is None and args.finetune:
-        checkpoint = load_checkpoint_file(args.finetune)
+        checkpoint = read_checkpoint(args.finetune)
     model = build_model(args, info, checkpoint).to(device)
     del checkpoint
     if args.eval:

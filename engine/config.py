@@ -5,7 +5,7 @@ import os
 from dataclasses import replace
 
 from datasets.registry import get_dataset_info, read_class_names
-from models.checkpoint import CLIP_KEYS, MODEL_KEYS, checkpoint_args, checkpoint_config, load_checkpoint_file
+from models.checkpoint import CLIP_KEYS, MODEL_KEYS, checkpoint_args, checkpoint_config, read_checkpoint
 from models.factory import PATCH_SIZE
 
 from . import distributed as dist
@@ -44,7 +44,7 @@ def _evaluated_checkpoint(args, given):
     path = args.finetune or args.resume
     if not path:
         raise UserError("--eval needs a checkpoint: --finetune PATH (or --resume PATH)")
-    checkpoint = load_checkpoint_file(path)
+    checkpoint = read_checkpoint(path)
     keys = tuple(k for k in MODEL_KEYS + CLIP_KEYS if hasattr(args, k))
     typed = {k: getattr(args, k) for k in keys if k in given}
     config, adopted = checkpoint_config(checkpoint_args(checkpoint), typed, args.force_config, keys)

@@ -4,6 +4,7 @@ The release's loader only printed size mismatches, so a 768-wide pre-training ch
 gave a randomly initialised 512-wide model. Here any mismatch beyond a new classifier raises.
 """
 import argparse
+import logging
 import math
 import os
 from collections import OrderedDict
@@ -22,6 +23,8 @@ _SAFE_GLOBALS = [
     (np.dtype, "numpy.dtype"),
     type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64)), type(np.dtype(np.bool_)),
 ]
+
+_logger = logging.getLogger(__name__)
 
 PRETRAIN_ONLY = ("decoder.", "mask_token", "encoder_to_decoder.", "pos_embed_decoder")
 NEW_HEAD_OK = ("head.", "fc_norm.")
@@ -52,6 +55,21 @@ def load_checkpoint_file(path, map_location="cpu", mmap=False):
                                   f"({_reason(e)})") from e
 
 
+def read_checkpoint(path):
+    """A checkpoint as every entry point and tool reads it: a PyTorch file
+    (:func:`load_checkpoint_file`) or a transformers ``save_pretrained`` folder of a VideoMAE
+    (``models.videomae.read_folder``)."""
+    from . import videomae
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return videomae.read_folder(path)
+    return load_checkpoint_file(path)
+
+
+def _is_path(checkpoint):
+    return isinstance(checkpoint, (str, bytes)) or hasattr(checkpoint, "__fspath__")
+
+
 def _reason(err):
     text = str(err)
     if "WeightsUnpickler error:" in text:  # skip torch's boilerplate about weights_only
@@ -70,6 +88,14 @@ def extract_state_dict(checkpoint, model_key="model|module|state_dict"):
             return checkpoint
     raise CheckpointMismatchError(
         f"no state dict under any of {model_key.split('|')} (top-level keys: {sorted(checkpoint)[:10]})")
+
+
+def project_state(checkpoint, model_key="model|module|state_dict"):
+    """The weights of a checkpoint in the project's layout: transformers' VideoMAE keys are mapped
+    (``models.videomae``); the release's, the original VideoMAE's and this project's are kept."""
+    from . import videomae
+    state = extract_state_dict(checkpoint, model_key)
+    return videomae.from_transformers(state) if videomae.is_transformers_state(state) else state
 
 
 def checkpoint_args(checkpoint):
@@ -111,8 +137,9 @@ def compare_state_dicts(own, theirs):
     return out
 
 
-def load_strict(model, state_dict, what="checkpoint"):
-    """``load_state_dict(strict=True)`` that explains a mismatch in a few lines, not a wall of keys."""
+def check_strict(model, state_dict, what="checkpoint"):
+    """The weights (wrapper prefixes stripped) when they fit ``model`` exactly, name for name and
+    shape for shape; otherwise a :class:`CheckpointMismatchError` explaining it in a few lines."""
     state_dict = strip_wrappers(state_dict)
     diff = compare_state_dicts(model.state_dict(), state_dict)
     if diff["mismatched"] or diff["missing"] or diff["unexpected"]:
@@ -123,7 +150,12 @@ def load_strict(model, state_dict, what="checkpoint"):
         lines.append("  pick the matching --model / --input_size / --num_frames / --stage_depths, "
                      "or check the file with `python -m tools.model_info --checkpoint`")
         raise CheckpointMismatchError("\n".join(lines))
-    model.load_state_dict(state_dict)
+    return state_dict
+
+
+def load_strict(model, state_dict, what="checkpoint"):
+    """``load_state_dict(strict=True)`` that explains a mismatch in a few lines, not a wall of keys."""
+    model.load_state_dict(check_strict(model, state_dict, what))
     return model
 
 
@@ -152,15 +184,15 @@ def checkpoint_config(recorded, given, force=False, keys=MODEL_KEYS + CLIP_KEYS 
 
     A typed value that disagrees with the checkpoint is a :class:`CheckpointMismatchError` listing
     each one, unless ``force`` (the typed value then wins). ``adopted`` is what came from the
-    checkpoint alone. A model name of the release's own registry is ignored (``--model`` decides).
+    checkpoint alone. A model name that is not one of ours (the release's or VideoMAE's own, e.g. timm's
+    ``vit_base_patch16_224``) is ignored (``--model`` decides).
     """
-    import timm
-
-    from .factory import finetune_name
+    from .factory import MODEL_NAMES, finetune_name
     config, adopted, conflicts = {}, {}, []
     for key in keys:
         value, mine = recorded.get(key), given.get(key)
-        if key == "model" and value is not None and not timm.is_model(finetune_name(value)):
+        # Not timm.is_model: VideoMAE's files name timm's own vit_base_patch16_224.
+        if key == "model" and value is not None and finetune_name(value) not in MODEL_NAMES:
             value = None
         if value is None or mine is None:
             if value is not None:
@@ -224,18 +256,31 @@ def _source_grid(args, patch_size, tubelet_size):
 
 
 def load_pretrained(model, checkpoint, model_key="model|module|state_dict", verbose=True):
-    """Load a release (pre-training or fine-tuning) checkpoint into a fine-tuning model.
+    """Load a pre-training or fine-tuning checkpoint (the release's, this project's, VideoMAE's
+    original or transformers' format) into a fine-tuning model.
 
-    ``checkpoint`` is a path, a loaded checkpoint dict or a state dict. Returns a report dict.
-    Raises :class:`CheckpointMismatchError` on a shape mismatch (other than a new classifier)
-    or when weights the model needs are missing (other than ``head`` and ``fc_norm``).
+    ``checkpoint`` is a path (file or transformers folder), a loaded checkpoint dict or a state
+    dict. Returns a report dict. Raises :class:`CheckpointMismatchError` on a shape mismatch (other
+    than a new classifier) or when weights the model needs are missing (other than ``head`` and
+    ``fc_norm``); the model is then unchanged.
     """
-    if isinstance(checkpoint, (str, bytes)) or hasattr(checkpoint, "__fspath__"):
-        checkpoint = load_checkpoint_file(checkpoint)
+    state_dict, report = map_pretrained(model, checkpoint, model_key)
+    model.load_state_dict(state_dict, strict=False)
+    if verbose:
+        print(format_report(report))
+    return report
+
+
+def map_pretrained(model, checkpoint, model_key="model|module|state_dict"):
+    """``(state_dict, report)``: the checkpoint's weights that :func:`load_pretrained` puts into
+    ``model``, checked as it checks them (nothing is loaded)."""
+    if _is_path(checkpoint):
+        checkpoint = read_checkpoint(checkpoint)
     args = checkpoint_args(checkpoint)
-    state_dict = to_finetune_keys(extract_state_dict(checkpoint, model_key))
+    state_dict = to_finetune_keys(project_state(checkpoint, model_key))
     own = model.state_dict()
-    report = {"loaded": [], "missing": [], "unused": [], "new_head": [], "interpolated": [], "mismatched": []}
+    report = {"loaded": [], "missing": [], "unused": [], "new_head": [], "interpolated": [], "mismatched": [],
+              "regridded": []}
 
     for key in list(state_dict):
         if key not in own:
@@ -261,11 +306,20 @@ def load_pretrained(model, checkpoint, model_key="model|module|state_dict", verb
 
     if report["mismatched"] or report["missing"]:
         raise CheckpointMismatchError(_explain(report, state_dict, own))
-    model.load_state_dict(state_dict, strict=False)
     report["loaded"] = list(state_dict)
-    if verbose:
-        print(format_report(report))
-    return report
+    report["regridded"] = _regridded(model, args, own)
+    return state_dict, report
+
+
+def _regridded(model, args, own):
+    """A note when the checkpoint's token grid differs from the model's and the positions are the
+    fixed sinusoid table (not stored): the model's own table is used, as VideoMAE's fine-tuning does."""
+    tubelet, _, patch = model.patch_embed.proj.kernel_size
+    source = _source_grid(args, patch, tubelet)
+    if "pos_embed" in own or source is None or tuple(source) == tuple(model.grid_size):
+        return []
+    return [f"token grid {'x'.join(map(str, source))} in the checkpoint, "
+            f"{'x'.join(map(str, model.grid_size))} in the model (fixed sinusoid positions of the model's grid)"]
 
 
 def _explain(report, state_dict, own):
@@ -293,6 +347,8 @@ def format_report(report):
         parts.append("new (trained from scratch): " + ", ".join(report["new_head"]))
     if report["interpolated"]:
         parts.append("interpolated: " + ", ".join(report["interpolated"]))
+    if report.get("regridded"):
+        parts.append("; ".join(report["regridded"]))
     if report["unused"]:
         parts.append(f"unused checkpoint tensors ({len(report['unused'])}): " + ", ".join(report["unused"][:8])
                      + (" ..." if len(report["unused"]) > 8 else ""))
@@ -311,10 +367,10 @@ def model_from_checkpoint(checkpoint, given=None, force=False, kind="any"):
     """
     from .factory import config_kwargs, create_model, finetune_name, pretrain_name
     if not isinstance(checkpoint, dict):
-        checkpoint = load_checkpoint_file(checkpoint)
-    state = strip_wrappers(extract_state_dict(checkpoint))
+        checkpoint = read_checkpoint(checkpoint)
+    state = strip_wrappers(project_state(checkpoint))
     config, _ = checkpoint_config(checkpoint_args(checkpoint), given or {}, force)
-    name = config.get("model") or "svfap_base_patch16_160"
+    name = config.get("model") or guess_model(state)
     if is_pretrain_state(state):
         if kind == "classifier":
             raise CheckpointMismatchError("this is a pre-training checkpoint (it has a decoder and no classifier): "
@@ -335,3 +391,33 @@ def model_from_checkpoint(checkpoint, given=None, force=False, kind="any"):
     config["model"] = finetune_name(name)
     model = create_model(config["model"], num_classes=outputs, **config_kwargs(config))
     return load_strict(model, state, f"checkpoint ({config['model']})").eval(), config
+
+
+def guess_model(state_dict):
+    """The fine-tuning model a state dict's structure points to when its ``args`` name none of
+    ours (the original VideoMAE's files name timm-style ViTs): one plain stage is VideoMAE's ViT-B."""
+    staged = any(".cross_attn." in k or "downsamples." in k for k in state_dict)
+    return "svfap_base_patch16_160" if staged else "videomae_base_patch16_160"
+
+
+# -- timm's pretrained loading ----------------------------------------------------------------------
+
+def pretrained_filter(checkpoint, model):
+    """timm's ``pretrained_filter_fn`` for our models: a checkpoint (dict, any layout the project
+    reads) → ``model``'s complete state dict.
+
+    Fine-tuning models go through :func:`map_pretrained` (a new head where the classes differ, a
+    :class:`CheckpointMismatchError` on anything else that does not fit); pre-training models take
+    their own checkpoints only, strictly.
+    """
+    if is_pretrain_state(model.state_dict()):
+        return check_strict(model, project_state(checkpoint), "pre-training checkpoint")
+    state_dict, report = map_pretrained(model, checkpoint)
+    _logger.info(format_report(report))
+    return {**model.state_dict(), **state_dict}
+
+
+def load_for_timm(model, path):
+    """timm's ``custom_load`` hook of our models (``model.load_pretrained(path)``): the file or
+    transformers folder, read as the tools read it, through :func:`pretrained_filter`."""
+    model.load_state_dict(pretrained_filter(read_checkpoint(path), model))

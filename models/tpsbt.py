@@ -204,6 +204,12 @@ class TPSBT(TPSBTTrunk):
             self.head.weight.data.mul_(init_scale)
             self.head.bias.data.mul_(init_scale)
 
+    def load_pretrained(self, checkpoint_path):
+        """timm's hook for ``create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``:
+        the file (or transformers folder) goes through ``models.checkpoint.pretrained_filter``."""
+        from .checkpoint import load_for_timm
+        load_for_timm(self, checkpoint_path)
+
     def reset_classifier(self, num_classes):
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()

@@ -5,10 +5,11 @@ input, 1 x 3 x 16 x 160 x 160 (fine-tuning models: 7 classes; pre-training model
 mask). MACs are torch's flop counter / 2, the paper's GMACs; the forward pass runs on the meta
 device (shapes only, no arithmetic) where the model allows, else on the CPU.
 
-Checkpoint mode (--checkpoint): the file is read as the tools read it, the model comes from
---model or the checkpoint's args, and every tensor is sorted into matched, shape mismatch,
-missing (the model has it, the file does not) and unexpected (the file has it, the model does
-not). For a fine-tuning model the file goes through the same key mapping as fine-tuning
+Checkpoint mode (--checkpoint): the file (or transformers VideoMAE folder) is read as the tools
+read it (transformers' keys mapped to the project's), the model comes from --model or the
+checkpoint's args, and every tensor is sorted into matched, shape mismatch, missing (the model
+has it, the file does not) and unexpected (the file has it, the model does not). For a
+fine-tuning model the file goes through the same key mapping as fine-tuning
 (``models.checkpoint.to_finetune_keys``: wrapper prefixes stripped, decoder dropped, ``encoder.``
 removed), and the verdict of ``models.load_pretrained`` is shown. Exit status 0 when it loads,
 1 when it does not, 2 on errors.
@@ -35,8 +36,8 @@ import models
 from datasets.masking import TubeMaskGenerator
 from engine.cli import UserError, add_model_options, run_entry, typed_options
 from models.checkpoint import CheckpointMismatchError, checkpoint_args, checkpoint_config, compare_state_dicts, \
-    extract_state_dict, is_pretrain_state, load_checkpoint_file, load_pretrained, strip_wrappers, to_finetune_keys
-from models.factory import config_kwargs, create_model
+    guess_model, is_pretrain_state, load_pretrained, project_state, read_checkpoint, strip_wrappers, to_finetune_keys
+from models.factory import config_kwargs, create_model, pretrain_name
 
 
 def get_parser():
@@ -105,11 +106,13 @@ def _groups(keys):
 
 def check_checkpoint(path, cli):
     """Compare a checkpoint with a model; returns ``(report dict, ok)``."""
-    ckpt = load_checkpoint_file(path)
-    state = extract_state_dict(ckpt)
+    ckpt = read_checkpoint(path)
+    state = project_state(ckpt)
     cfg, _ = checkpoint_config(checkpoint_args(ckpt), typed_options(cli), force=True)
     pretrain_file = is_pretrain_state(state)
-    name = cfg.get("model") or ("pretrain_svfap_base_patch16_160" if pretrain_file else "svfap_base_patch16_160")
+    name = cfg.get("model") or guess_model(state)
+    if pretrain_file and not cfg.get("model"):
+        name = pretrain_name(name)
     report = {"checkpoint": path, "model": name, "file_kind": "pre-training" if pretrain_file else "fine-tuning",
               "file_tensors": len(state), "config": {k: v for k, v in cfg.items() if v is not None}}
     if name.startswith("pretrain_"):
