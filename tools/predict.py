@@ -39,6 +39,7 @@ from engine.cli import UserError, add_model_options, run_entry, typed_options
 from engine.runtime import pick_device
 from engine.reports import write_json
 from models.checkpoint import model_from_checkpoint
+from preprocess.faces import CROP_MARGIN
 
 
 def get_parser():
@@ -52,7 +53,8 @@ def get_parser():
     p.add_argument("--num_segments", type=int, default=2, help="clips per video with --windows uniform")
     p.add_argument("--crop", action="store_true", help="crop faces first (preprocess/face_crop.py's tracker)")
     p.add_argument("--crop_size", type=int, default=224, help="face crop side before the model's resize")
-    p.add_argument("--crop_margin", type=float, default=0.3)
+    p.add_argument("--crop_margin", type=float, default=CROP_MARGIN,
+                   help="fraction of the face box added on each side of the crop")
     p.add_argument("--batch_size", type=int, default=8, help="clips per forward pass")
     p.add_argument("--max_frames", type=int, default=1024,
                    help="decoded frames held at once; longer videos are processed in chunks of windows")
