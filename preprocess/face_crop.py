@@ -88,11 +88,11 @@ def crop_faces(frames: Sequence[np.ndarray], cfg: CropConfig | None = None):
 
 
 def frame_cropper(size: int = 224, margin: float = CROP_MARGIN):
-    """`crop(frames) -> (crops (N, S, S, 3) or None, info)` for RGB frames in memory, as inference
-    uses it: the detector on every frame given, the track smoothed over 3 of them."""
+    """`crop(frames, indices=None) -> (crops (N, S, S, 3) or None, info)` for RGB frames in memory,
+    as inference uses it: the detector on every frame given, the track smoothed over 3 of them."""
     cfg = CropConfig(size=size, margin=margin, detect_every=1, smooth=3)
 
-    def crop(frames):
+    def crop(frames, indices=None):
         crops, _, info = crop_faces(list(frames), cfg)
         return (None if crops is None else np.stack(crops)), info
     return crop

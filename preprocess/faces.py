@@ -12,7 +12,8 @@ about that size: close-ups are detected on a small image, crowded scenes on a la
   end (a face that is lost for longer than `max_gap` frames ends its track).
 - `track_faces(frames)`: both over a stream of frames, keeping each track's best-scored crop so a
   person can tell the tracks apart.
-- `smooth_track(raw)`: a box for every frame of a track from sparse, noisy detections.
+- `smooth_track(raw)`: a box for every frame of a track from sparse, noisy detections;
+  `track_cropper(track)` crops a track's face out of any of its frames, as inference wants it.
 - `crop_frame(frame, box, size, margin)`: the square crop around a (centre x, centre y, side) box.
 """
 from __future__ import annotations
@@ -192,7 +193,7 @@ class TrackConfig:
     detect_every: int = 2        # run the detector on every n-th frame
     min_iou: float = 0.2         # overlap that links a face to a track
     max_gap: int = 12            # frames a face may go undetected without ending its track
-    cut: float = 20.0            # mean grey-level change between frames that counts as a shot cut
+    cut: float = 10.0            # grey-level change of most of the frame that counts as a shot cut
     min_detections: int = 3      # tracks with fewer detections are dropped as false faces
     thumb_size: int = 128        # side of each track's thumbnail
 
@@ -213,7 +214,8 @@ def track_faces(frames: Iterable[np.ndarray], cfg: TrackConfig | None = None,
     for t, frame in enumerate(frames):
         n = t + 1
         now = _signature(frame)
-        if before is not None and np.abs(now - before).mean() > cfg.cut:
+        # The median over the frame: a cut changes most of it, a person walking in a small part.
+        if before is not None and np.median(np.abs(now - before)) > cfg.cut:
             tracker.cut()
             cuts.append(t)
         before = now
@@ -236,6 +238,22 @@ def _signature(frame: np.ndarray) -> np.ndarray:
     """A 32 x 32 grey thumbnail: what a shot cut changes at once and motion changes slowly."""
     grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     return cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def track_cropper(track: Track, size: int = 224, margin: float = CROP_MARGIN, smooth: int = 5):
+    """`crop(frames, indices) -> (crops (N, S, S, 3), info)`: the track's smoothed box cut out of
+    frames `indices` of the video (each within the track)."""
+    boxes = track.smoothed(smooth)
+    detected = set(track.frames)
+
+    def crop(frames, indices):
+        rows = np.asarray(indices) - track.start
+        if rows.min() < 0 or rows.max() >= len(track):
+            raise ValueError(f"frames {min(indices)}-{max(indices)} are outside track {track.id} "
+                             f"({track.start}-{track.end})")
+        crops = np.stack([crop_frame(f, boxes[r], size, margin) for f, r in zip(frames, rows)])
+        return crops, {"frames": len(rows), "detections": len(detected.intersection(map(int, indices)))}
+    return crop
 
 
 # -- smoothing and cropping -----------------------------------------------------------------------
