@@ -34,13 +34,14 @@ class WindowBatch:
 
 
 def load_windows(path, windows, spec: ClipSpec, backend=DEFAULT_BACKEND, crop_faces=None) -> WindowBatch:
-    """Decode the frames `windows` need (once each), crop them with `crop_faces(frames) ->
-    (crops or None, info)` if given, and build one clip per window."""
+    """Decode the frames `windows` need (once each), crop them with `crop_faces(frames, indices)
+    -> (crops or None, info)` if given (`indices`: the frames' numbers in the video), and build
+    one clip per window."""
     union = sorted(set(np.concatenate(windows).tolist()))
     (frames,) = read_clips(path, lambda n: [union], backend)
     info = None
     if crop_faces is not None:
-        frames, info = crop_faces(frames)
+        frames, info = crop_faces(frames, union)
         if frames is None:
             raise VideoReadError(f"{path}: no face found in {info['frames']} frames (run without face cropping?)")
     where = {t: k for k, t in enumerate(union)}

@@ -10,11 +10,12 @@ written under a temporary name and renamed when complete, so an existing output 
 one. Videos in which no face is found get no output but an empty `<name>.noface` marker, and are
 listed (with unreadable ones) in OUT/face_crop_report.json; reruns report them again.
 
-The detector is OpenCV's frontal-face Haar cascade (preprocess/haar.py), which needs no download.
-Faces are detected on a downscaled grey frame every `detect_every` frames. The track keeps the
-largest face per frame, drops detections that disagree with their neighbours, starts a new
-segment at a shot cut (a jump of the face), interpolates frames without a detection and averages
-the box over a sliding window inside each segment, so crops do not jitter.
+The detector is dlib's HOG face detector (preprocess/faces.py), which needs no download; it runs
+every `detect_every` frames on a frame resized to the smallest face asked for (`min_face`). The
+track keeps the largest face per frame (the subject of a face dataset), drops detections that
+disagree with their neighbours, starts a new segment at a shot cut (a jump of the face),
+interpolates frames without a detection and averages the box over a sliding window inside each
+segment, so crops do not jitter.
 
 From other code: `crop_faces(frames)` crops a list of RGB frames in memory, `frame_cropper()` gives
 the cropper inference uses, and `crop_video(src, dst)` processes one file.
@@ -35,25 +36,22 @@ import numpy as np
 from PIL import Image
 
 from datasets.video_io import VIDEO_EXTS, iter_frames, video_fps, write_mp4
-from preprocess.haar import detect_faces
+from preprocess.faces import CROP_MARGIN, FaceDetector, centre_side, crop_frame, smooth_track
 
 
 @dataclass
 class CropConfig:
     size: int = 224               # output side (DFEW-style 224)
-    margin: float = 0.3           # added on each side, as a fraction of the detected box side
+    margin: float = CROP_MARGIN   # added on each side, as a fraction of the detected box side
     fmt: str = "jpg"              # "jpg" frame folders or "mp4"
     jpeg_quality: int = 95
     frame_step: int = 1           # keep every n-th frame of the video
     max_frames: int | None = None  # stop after this many kept frames
     detect_every: int = 2         # run the detector on every n-th kept frame
-    det_short_side: int = 192     # detection image: shorter side resized to this
-    min_face: float = 0.15        # smallest face side, fraction of the shorter side
-    scale_factor: float = 1.15
-    min_neighbors: int = 3
+    min_face: float = 0.2         # smallest face side, fraction of the shorter frame side
+    threshold: float = 0.0        # detector score threshold
     smooth: int = 9               # moving-average window (frames) over the track
     jump: float = 0.5             # centre move (in face sides) that counts as a shot cut
-    cascade: str | None = None
 
 
 def read_frames(path: str | os.PathLike, step: int = 1, max_frames: int | None = None) -> Iterator[np.ndarray]:
@@ -68,95 +66,33 @@ def _fps(path) -> float:
 
 def detect_boxes(frames: Iterable[np.ndarray], cfg: CropConfig) -> tuple[np.ndarray, int]:
     """Raw detections: (n, 3) array of centre x, centre y, side (NaN where none), frame count."""
+    detector = FaceDetector(cfg.min_face, cfg.threshold)
     rows = []
     for i, frame in enumerate(frames):
-        if i % cfg.detect_every:
-            rows.append((np.nan,) * 3)
-            continue
-        h, w = frame.shape[:2]
-        s = min(1.0, cfg.det_short_side / min(h, w))
-        small = cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-        gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small)
-        faces = detect_faces(gray, cfg.scale_factor, cfg.min_neighbors,
-                             max(24, int(cfg.min_face * min(gray.shape))), cfg.cascade)
-        if faces:
-            # The subject of a face dataset is the largest face; background faces are smaller.
-            x, y, fw, fh, _ = max(faces, key=lambda f: (f[2] * f[3], f[4]))
-            rows.append(((x + fw / 2) / s, (y + fh / 2) / s, max(fw, fh) / s))
-        else:
-            rows.append((np.nan,) * 3)
+        faces = detector(frame) if i % cfg.detect_every == 0 else None
+        # The subject of a face dataset is the largest face; background faces are smaller.
+        best = faces.largest() if faces is not None else None
+        rows.append(centre_side(faces.boxes[best])[0] if best is not None else (np.nan,) * 3)
     return np.array(rows, dtype=float).reshape(-1, 3), len(rows)
-
-
-def _far(a: np.ndarray, b: np.ndarray, jump: float) -> bool:
-    side = min(a[2], b[2])
-    return np.hypot(a[0] - b[0], a[1] - b[1]) > jump * side or max(a[2], b[2]) > 1.5 * side
-
-
-def smooth_track(raw: np.ndarray, cfg: CropConfig) -> np.ndarray | None:
-    """A box for every frame from sparse, noisy detections; None if nothing was detected."""
-    n = len(raw)
-    obs = np.nonzero(~np.isnan(raw[:, 0]))[0]
-    if obs.size == 0:
-        return None
-    # A detection far from the median of its neighbouring detections is a false positive.
-    keep = []
-    for j, i in enumerate(obs):
-        near = raw[obs[max(0, j - 3):j + 4]]
-        if not _far(raw[i], np.median(near, axis=0), cfg.jump):
-            keep.append(i)
-    obs = np.array(keep or obs[:1])
-    # Segments: runs of detections without a jump; a jump is a shot cut, never smoothed across.
-    segs = [[obs[0]]]
-    for a, b in zip(obs[:-1], obs[1:]):
-        (segs.append([b]) if _far(raw[a], raw[b], cfg.jump) else segs[-1].append(b))
-    out = np.empty((n, 3))
-    bounds = [0] + [(s[0] + p[-1]) // 2 + 1 for p, s in zip(segs[:-1], segs[1:])] + [n]
-    for seg, lo, hi in zip(segs, bounds[:-1], bounds[1:]):
-        seg = np.array(seg)
-        t = np.arange(lo, hi)
-        track = np.stack([np.interp(t, seg, raw[seg, c]) for c in range(3)], 1)
-        k = min(cfg.smooth, len(t))
-        if k > 1:
-            pad = np.pad(track, ((k // 2, k - 1 - k // 2), (0, 0)), mode="edge")
-            kernel = np.ones(k) / k
-            track = np.stack([np.convolve(pad[:, c], kernel, mode="valid") for c in range(3)], 1)
-        out[lo:hi] = track
-    return out
-
-
-def crop_frame(frame: np.ndarray, box: Sequence[float], size: int, margin: float) -> np.ndarray:
-    cx, cy, side = box
-    half = side * (1 + 2 * margin) / 2
-    x0, y0 = int(round(cx - half)), int(round(cy - half))
-    x1, y1 = int(round(cx + half)), int(round(cy + half))
-    h, w = frame.shape[:2]
-    # Out-of-frame parts are black, so the face keeps its place and scale near the border.
-    pad = [max(0, -y0), max(0, y1 - h), max(0, -x0), max(0, x1 - w)]
-    patch = frame[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
-    if any(pad):
-        patch = cv2.copyMakeBorder(patch, *pad, cv2.BORDER_CONSTANT, value=0)
-    interp = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_CUBIC
-    return cv2.resize(patch, (size, size), interpolation=interp)
 
 
 def crop_faces(frames: Sequence[np.ndarray], cfg: CropConfig | None = None):
     """Crop a list of RGB frames in memory: (crops or None if no face, per-frame boxes, info)."""
     cfg = cfg or CropConfig()
     raw, n = detect_boxes(frames, cfg)
-    boxes = smooth_track(raw, cfg)
+    boxes = smooth_track(raw, cfg.smooth, cfg.jump)
     info = _info(raw, n, cfg)
     if boxes is None:
         return None, None, info
     return [crop_frame(f, b, cfg.size, cfg.margin) for f, b in zip(frames, boxes)], boxes, info
 
 
-def frame_cropper(size: int = 224, margin: float = 0.3):
-    """`crop(frames) -> (crops (N, S, S, 3) or None, info)` for RGB frames in memory, as inference
-    uses it: the detector on every frame given, the track smoothed over 3 of them."""
+def frame_cropper(size: int = 224, margin: float = CROP_MARGIN):
+    """`crop(frames, indices=None) -> (crops (N, S, S, 3) or None, info)` for RGB frames in memory,
+    as inference uses it: the detector on every frame given, the track smoothed over 3 of them."""
     cfg = CropConfig(size=size, margin=margin, detect_every=1, smooth=3)
 
-    def crop(frames):
+    def crop(frames, indices=None):
         crops, _, info = crop_faces(list(frames), cfg)
         return (None if crops is None else np.stack(crops)), info
     return crop
@@ -191,7 +127,7 @@ def crop_video(src: str | os.PathLike, dst: str | os.PathLike, cfg: CropConfig |
         res.update(_info(raw, n, cfg))
         if n == 0:
             return {**res, "status": "error", "error": "no frame could be decoded"}
-        boxes = smooth_track(raw, cfg)
+        boxes = smooth_track(raw, cfg.smooth, cfg.jump)
         if boxes is None:
             noface.parent.mkdir(parents=True, exist_ok=True)
             noface.touch()
@@ -294,16 +230,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--report", type=Path, default=None, help="default: OUT/face_crop_report.json")
     d = CropConfig()
-    for field in ("size", "margin", "frame_step", "max_frames", "detect_every", "det_short_side",
-                  "min_face", "smooth", "cascade"):
+    for field in ("size", "margin", "frame_step", "max_frames", "detect_every", "min_face", "threshold",
+                  "smooth"):
         default = getattr(d, field)
-        typ = type(default) if default is not None else (int if field == "max_frames" else str)
+        typ = type(default) if default is not None else int
         p.add_argument(f"--{field}", type=typ, default=default)
     a = p.parse_args(argv)
     cfg = CropConfig(size=a.size, margin=a.margin, fmt=a.format, frame_step=a.frame_step,
-                     max_frames=a.max_frames, detect_every=a.detect_every,
-                     det_short_side=a.det_short_side, min_face=a.min_face, smooth=a.smooth,
-                     cascade=a.cascade)
+                     max_frames=a.max_frames, detect_every=a.detect_every, min_face=a.min_face,
+                     threshold=a.threshold, smooth=a.smooth)
     videos = find_videos(a.inputs)
     if not videos:
         print("error: no videos found", file=sys.stderr)

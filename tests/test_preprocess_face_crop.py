@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from preprocess import face_crop
-from preprocess.haar import detect_faces
+from preprocess.faces import FaceDetector, smooth_track
 
 CFG = face_crop.CropConfig(frame_step=3)  # 90 of the 270 frames keeps the test short
 
@@ -21,10 +21,9 @@ def cropped(tmp_path_factory, opencv_data):
     return src, out, res
 
 
-def has_face(img):
-    g = cv2.equalizeHist(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
-    g = cv2.resize(g, (160, 160), interpolation=cv2.INTER_AREA)
-    return bool(detect_faces(g, scale_factor=1.1, min_neighbors=3, min_size=40))
+def has_face(img, detector=FaceDetector(min_face=0.3)):
+    """A face fills a crop: the box side is 1 / (1 + 2 * margin) of the crop's."""
+    return len(detector(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))) > 0
 
 
 def test_crops_contain_faces(cropped):
@@ -45,7 +44,7 @@ def test_crops_contain_faces(cropped):
 def test_track_is_stable(opencv_data):
     frames = list(face_crop.read_frames(opencv_data / "Megamind.avi", CFG.frame_step))
     raw, n = face_crop.detect_boxes(frames, CFG)
-    boxes = face_crop.smooth_track(raw, CFG)
+    boxes = smooth_track(raw, CFG.smooth, CFG.jump)
     assert boxes.shape == (n, 3) and not np.isnan(boxes).any()
     step = np.hypot(*np.diff(boxes[:, :2], axis=0).T) / boxes[1:, 2]
     # Big moves happen only at the few shot cuts; elsewhere the box glides.

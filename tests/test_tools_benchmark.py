@@ -117,3 +117,18 @@ def test_loader_benchmark_prints_every_row_with_ratios():
     assert "read only" in labels and "fine-tuning loader, 1 worker" in labels
     assert len(rows) == 3 + 2 * 2 * 2 + 2
     assert all(float(v) > 0 for r in rows for v in r[1:])
+
+
+def test_face_benchmark_prints_a_row_per_min_face(opencv_data):
+    """python -m tools.benchmark.faces on every 9th frame of Megamind.avi: a row of numbers per
+    --min_face, and the photographs with the faces expected and found."""
+    proc = subprocess.run([sys.executable, "-m", "tools.benchmark.faces", "--step", "9", "--repeats", "1",
+                           "--min_face", "0.25", "0.3"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = re.findall(r"^\s+(0\.\d\d)((?:\s+[\d.]+){7})$", proc.stdout, re.M)
+    assert [r[0] for r in rows] == ["0.25", "0.30"]
+    found = [float(v) for v in rows[0][1].split()][1]
+    assert 0.9 < found <= 1.0  # the face of Megamind.avi is found in almost every lit frame
+    photos = dict(re.findall(r"^(\S+\.jpg)\s+(\d+\s+\d+)$", proc.stdout, re.M))
+    assert photos["opencv4/html/facereg.jpg"].split() == ["4", "4"]
+    assert photos["examples/data/baboon.jpg"].split() == ["0", "0"]

@@ -50,6 +50,7 @@ from engine.cli import UserError, add_model_options, run_entry, typed_options
 from engine.runtime import PRECISIONS, autocast, pick_device
 from engine.reports import write_json
 from models.checkpoint import model_from_checkpoint
+from preprocess.faces import CROP_MARGIN
 
 # Settings that change the numbers: a resumed run must use the same ones.
 RESUME_KEYS = ("checkpoint", "features", "windows", "window_stride", "num_segments", "crop", "crop_size",
@@ -70,7 +71,8 @@ def get_parser():
     p.add_argument("--window_stride", type=int, default=None, help="frames between sliding window starts")
     p.add_argument("--crop", action="store_true", help="crop faces first (preprocess/face_crop.py's tracker)")
     p.add_argument("--crop_size", type=int, default=224)
-    p.add_argument("--crop_margin", type=float, default=0.3)
+    p.add_argument("--crop_margin", type=float, default=CROP_MARGIN,
+                   help="fraction of the face box added on each side of the crop")
     p.add_argument("--batch_size", type=int, default=16, help="clips per forward pass")
     p.add_argument("--num_workers", type=int, default=4, help="decoding processes")
     p.add_argument("--shard_size", type=int, default=256, help="videos per output shard")
