@@ -47,3 +47,22 @@ def test_every_option_explains_itself(entry, capsys):
     assert all(n in flat for n in names)  # --model lists the valid names
     if entry is run_finetune:
         assert all(d in flat for d in DATASETS if d != "VOXCELEB2")
+
+
+def test_every_tool_option_explains_itself():
+    import importlib
+    import pkgutil
+
+    import tools
+    checked = []
+    for info in pkgutil.iter_modules(tools.__path__):
+        module = importlib.import_module(f"tools.{info.name}")
+        if not hasattr(module, "get_parser"):
+            continue
+        parser = module.get_parser()
+        silent = [a.option_strings[0] if a.option_strings else a.dest for a in parser._actions
+                  if not a.help and a.dest != "help"]
+        assert not silent, f"tools.{info.name}: options without help text: {silent}"
+        assert "(default: " in parser.format_help(), info.name
+        checked.append(info.name)
+    assert {"predict", "extract_features", "visualize_reconstruction", "model_info"} <= set(checked)

@@ -46,7 +46,7 @@ from datasets.registry import default_sampling_rate
 from datasets.sampling import WINDOW_MODES, plan_windows
 from datasets.video_io import BACKENDS, DEFAULT_BACKEND, VideoReadError, count_frames, find_inputs
 from engine import distributed as dist
-from engine.cli import UserError, add_model_options, run_entry, typed_options
+from engine.cli import HelpFormatter, UserError, add_model_options, run_entry, typed_options
 from engine.runtime import PRECISIONS, autocast, pick_device
 from engine.reports import write_json
 from models.checkpoint import model_from_checkpoint
@@ -58,19 +58,19 @@ RESUME_KEYS = ("checkpoint", "features", "windows", "window_stride", "num_segmen
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("inputs", nargs="*", help="video files, frame folders, or folders of them (or use --csv)")
     p.add_argument("--csv", default=None, help="annotation file: one '<path> <label...>' per line")
     p.add_argument("--data_root", default="", help="root the CSV's relative paths are resolved against")
     p.add_argument("--prefix_map", default=[], nargs="*", help="OLD=NEW path prefix rewrites for the CSV")
     p.add_argument("--checkpoint", required=True, help="fine-tuned or pre-trained checkpoint")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--features", default="pooled", choices=["pooled", "tokens"])
-    p.add_argument("--windows", default="centre", choices=WINDOW_MODES)
+    p.add_argument("--output_dir", required=True, help="shards, index.csv and failed.csv go here")
+    p.add_argument("--features", default="pooled", choices=["pooled", "tokens"], help="what is saved per clip (see above)")
+    p.add_argument("--windows", default="centre", choices=WINDOW_MODES, help="which clips of each video (see above)")
     p.add_argument("--num_segments", type=int, default=2, help="clips per video with --windows uniform")
     p.add_argument("--window_stride", type=int, default=None, help="frames between sliding window starts")
     p.add_argument("--crop", action="store_true", help="crop faces first (preprocess/face_crop.py's tracker)")
-    p.add_argument("--crop_size", type=int, default=224)
+    p.add_argument("--crop_size", type=int, default=224, help="face crop side before the model's resize")
     p.add_argument("--crop_margin", type=float, default=CROP_MARGIN,
                    help="fraction of the face box added on each side of the crop")
     p.add_argument("--batch_size", type=int, default=16, help="clips per forward pass")
@@ -79,7 +79,7 @@ def get_parser():
     p.add_argument("--max_shards", type=int, default=None, help="stop after this many new shards (rerun resumes)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type")
     p.add_argument("--amp", default="none", choices=list(PRECISIONS), help="autocast for the forward pass")
-    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help="video decoder")
     p.add_argument("--device", default=None, help="default: cuda (the LOCAL_RANK GPU under torchrun) if available")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable video")
     add_model_options(p)

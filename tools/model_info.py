@@ -34,14 +34,14 @@ import torch
 
 import models
 from datasets.masking import TubeMaskGenerator
-from engine.cli import UserError, add_model_options, run_entry, typed_options
+from engine.cli import HelpFormatter, UserError, add_model_options, run_entry, typed_options
 from models.checkpoint import CheckpointMismatchError, checkpoint_args, checkpoint_config, compare_state_dicts, \
     guess_model, is_pretrain_state, load_pretrained, project_state, read_checkpoint, strip_wrappers, to_finetune_keys
 from models.factory import config_kwargs, create_model, pretrain_name
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--models", nargs="*", default=None, help="name patterns (fnmatch), default: all registered")
     p.add_argument("--mask_ratio", type=float, default=0.9, help="tube mask of the pre-training models")
     p.add_argument("--csv", default=None, help="also write the table as CSV")

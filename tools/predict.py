@@ -44,7 +44,7 @@ from datasets.registry import default_sampling_rate, output_names
 from datasets.sampling import WINDOW_MODES, chunk_windows, plan_windows
 from datasets.video_io import (BACKENDS, DEFAULT_BACKEND, VideoReadError, count_frames, find_inputs, iter_frames,
                                video_fps)
-from engine.cli import UserError, add_model_options, run_entry, typed_options
+from engine.cli import HelpFormatter, UserError, add_model_options, run_entry, typed_options
 from engine.runtime import pick_device
 from engine.reports import write_json
 from engine.timelines import mean_box, write_face_outputs
@@ -53,12 +53,12 @@ from preprocess.faces import CROP_MARGIN, TrackConfig, track_cropper, track_face
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("inputs", nargs="+", help="video files, frame folders, or folders of them")
     p.add_argument("--checkpoint", required=True, help="fine-tuned checkpoint (run_finetune.py output)")
     p.add_argument("--class_names", default=None, help="comma-separated names, or a file with one per line")
-    p.add_argument("--topk", type=int, default=3)
-    p.add_argument("--windows", default="sliding", choices=WINDOW_MODES)
+    p.add_argument("--topk", type=int, default=3, help="classes printed per window and video")
+    p.add_argument("--windows", default="sliding", choices=WINDOW_MODES, help="which clips of each video (see above)")
     p.add_argument("--window_stride", type=int, default=None, help="frames between sliding window starts")
     p.add_argument("--num_segments", type=int, default=2, help="clips per video with --windows uniform")
     p.add_argument("--crop", action="store_true",
@@ -76,7 +76,7 @@ def get_parser():
     p.add_argument("--batch_size", type=int, default=8, help="clips per forward pass")
     p.add_argument("--max_frames", type=int, default=1024,
                    help="decoded frames held at once; longer videos are processed in chunks of windows")
-    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help="video decoder")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--show_windows", action="store_true", help="also print every window")
     p.add_argument("--out_json", default=None, help="write all results (windows included) as JSON")

@@ -42,7 +42,7 @@ from datasets.masking import TubeMaskGenerator
 from datasets.registry import default_sampling_rate
 from datasets.sampling import clip_span, short_video_indices, uniform_windows, window_at
 from datasets.video_io import BACKENDS, DEFAULT_BACKEND, read_clips
-from engine.cli import UserError, add_model_options, run_entry, typed_options
+from engine.cli import HelpFormatter, UserError, add_model_options, run_entry, typed_options
 from engine.runtime import pick_device
 from engine.pretrain import reconstruction_target
 from models.checkpoint import model_from_checkpoint
@@ -55,20 +55,20 @@ NEIGHBOURS = 4
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("video", help="video file or folder of frames")
     p.add_argument("--checkpoint", required=True, help="pre-training checkpoint (run_pretrain.py output)")
     p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--mask_ratio", type=float, default=0.9)
+    p.add_argument("--mask_ratio", type=float, default=0.9, help="fraction of the spatial positions masked")
     p.add_argument("--seed", type=int, default=0, help="seed of the tube mask")
     p.add_argument("--start", type=int, default=None, help="first frame of the clip (default: centre clip)")
     p.add_argument("--face_box", action="store_true", help="take the fixed upper-centre face box first")
     p.add_argument("--stats", default="visible", choices=["visible", "original"],
                    help="statistics that un-normalise the masked tubelets (see above)")
     p.add_argument("--scale", type=int, default=1, help="enlarge every tile this many times (nearest)")
-    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
-    p.add_argument("--device", default="cpu")
-    add_model_options(p).add_argument("--decoder_depth", type=int, default=None)
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help="video decoder")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_model_options(p).add_argument("--decoder_depth", type=int, default=None, help="decoder blocks")
     return p
 
 
