@@ -262,9 +262,10 @@ def find_backbone(reference, moved_to=None):
     its sha256 must be the recorded one."""
     path = os.fspath(moved_to) if moved_to else reference["path"]
     if not os.path.isfile(path):
-        where = f"--backbone {path}" if moved_to else f"its recorded path {path}"
-        raise BackboneError(f"the backbone file of this linear/LoRA checkpoint is not at {where}; "
-                            f"say where it is now with --backbone PATH")
+        if moved_to:
+            raise BackboneError(f"--backbone {path}: no such file")
+        raise BackboneError(f"the backbone file of this linear/LoRA checkpoint is no longer at its recorded path "
+                            f"{path}; say where it is now with --backbone PATH")
     digest = sha256_file(path)
     if digest != reference["sha256"]:
         raise BackboneError(f"the backbone file {path} is not the one this checkpoint was trained on "

@@ -37,10 +37,10 @@ def merged_state(path, backbone=None):
     if not is_tuned_checkpoint(checkpoint):
         raise UserError(f"{path} is not a linear/LoRA checkpoint: it loads as it is, there is nothing to merge")
     model, _ = model_from_checkpoint(checkpoint, backbone=backbone, kind="classifier")
+    used = model.tuning_backbone  # the recorded reference, at the path where the file was found
     merge_tuning(model)
     return {"model": model.state_dict(), "epoch": checkpoint.get("epoch"), "args": checkpoint.get("args", {}),
-            "merged_from": {"checkpoint": os.path.abspath(path), "tuning": checkpoint["tuning"],
-                            "backbone": checkpoint["backbone"]}}
+            "merged_from": {"checkpoint": os.path.abspath(path), "tuning": checkpoint["tuning"], "backbone": used}}
 
 
 def run(argv=None):
