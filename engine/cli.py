@@ -9,6 +9,10 @@ EXIT_USER_ERROR = 2
 EXIT_REQUEUE = 75
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the module docstring's layout and shows every option's default."""
+
+
 class UserError(Exception):
     """A mistake the user can fix (a missing file, a wrong option): one ``error:`` line, exit 2."""
 

@@ -30,7 +30,7 @@ import torch
 
 from datasets.registry import default_sampling_rate, output_names
 from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
-from engine.cli import UserError, add_model_options, run_entry, typed_options
+from engine.cli import HelpFormatter, UserError, add_model_options, run_entry, typed_options
 from models.checkpoint import model_from_checkpoint
 from models.tuning import merge_tuning
 
@@ -39,9 +39,9 @@ OPSET = 18
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("checkpoint", help="fine-tuned checkpoint (run_finetune.py output; LoRA/linear ones too)")
-    p.add_argument("--format", default="onnx", choices=FORMATS)
+    p.add_argument("--format", default="onnx", choices=FORMATS, help="export format")
     p.add_argument("--out", default=None, help="output file (default: the checkpoint's path with .onnx)")
     p.add_argument("--class_names", default=None, help="comma-separated names, or a file with one per line")
     p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset version")

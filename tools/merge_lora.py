@@ -18,13 +18,13 @@ import os
 import sys
 
 from engine.checkpoint import save_checkpoint
-from engine.cli import UserError, run_entry
+from engine.cli import HelpFormatter, UserError, run_entry
 from models.checkpoint import load_checkpoint_file, model_from_checkpoint
 from models.tuning import is_tuned_checkpoint, merge_tuning
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("checkpoint", help="a --tuning lora (or linear) checkpoint of run_finetune.py")
     p.add_argument("--out", required=True, help="the plain checkpoint to write")
     p.add_argument("--backbone", default=None, help="the backbone file, if it moved from the recorded path")
