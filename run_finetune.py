@@ -28,9 +28,11 @@ from engine.recipes import FINETUNE, parser_defaults
 from engine.reports import format_table, write_reports
 from engine.runtime import PRECISIONS, grad_scaler, keep_freed_host_memory, seed_everything, wrap_model
 from engine.train_step import Stepper, train_epoch
+from engine.tuning import add_tuning_args, setup_tuning
 from models import MODEL_NAMES, create_model, load_pretrained
 from models.checkpoint import read_checkpoint
 from models.factory import config_kwargs
+from models.tuning import is_tuned_checkpoint, load_model_state, load_tuned
 
 TASKS = ("classification", "regression", "clip_classification")
 
@@ -90,6 +92,7 @@ def get_args_parser():
     bool_arg(p, "--model_ema", False, "keep an exponential moving average of the weights")
     p.add_argument("--model_ema_decay", default=0.9999, type=float, help="EMA decay per step")
     bool_arg(p, "--model_ema_eval", False, "evaluate with the EMA weights")
+    add_tuning_args(p)
     p.set_defaults(batch_size=16, save_ckpt_freq=20, **parser_defaults(FINETUNE))
     return p
 
@@ -98,13 +101,18 @@ def build_model(args, info, checkpoint=None):
     model = create_model(args.model, num_classes=info.num_outputs, drop_rate=args.drop,
                          attn_drop_rate=args.attn_drop_rate, drop_path_rate=args.drop_path,
                          init_scale=args.init_scale, **config_kwargs(vars(args)))
-    if checkpoint is not None:
+    if checkpoint is not None and args.eval and is_tuned_checkpoint(checkpoint):
+        print(f"loading {args.finetune or args.resume} ({checkpoint['tuning']['mode']}) over its backbone")
+        load_tuned(model, checkpoint, args.backbone, verbose=True)
+    elif checkpoint is not None:
         print(f"loading {args.finetune or args.resume}")
         report = load_pretrained(model, checkpoint, model_key=args.model_key)
         if args.eval and report["new_head"]:
             raise UserError(f"the classifier of {args.finetune or args.resume} does not fit or is absent "
                             f"({'; '.join(report['new_head'])}): --eval needs a fine-tuned checkpoint with as many "
                             f"outputs as --data_set / --nb_classes ask for")
+    if not args.eval:
+        setup_tuning(model, args)
     if args.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model
@@ -240,7 +248,7 @@ def main(args, given=frozenset()):
 
     best = os.path.join(args.output_dir, BEST) if args.output_dir else ""
     if best and dist.from_rank0(lambda: os.path.exists(best)):
-        model.load_state_dict(load_on_all_ranks(best)["model"])
+        load_model_state(model, load_on_all_ranks(best)["model"])
         print(f"testing the best checkpoint ({args.val_metric} {best_score:.4f})")
     test(model, args, info, names, device, amp)
     dist.cleanup()

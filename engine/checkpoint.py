@@ -16,6 +16,7 @@ import shutil
 import torch
 
 from models.checkpoint import CheckpointReadError, load_checkpoint_file
+from models.tuning import checkpoint_record, load_model_state, model_state, same_backbone
 
 from .cli import RunError, UserError
 from .distributed import from_rank0, is_dist, all_gather_objects, is_main_process
@@ -31,7 +32,7 @@ RUN_CONTROL = frozenset({
     "print_freq", "device", "gpu", "rank", "local_rank", "distributed",
     "dist_timeout", "save_ckpt_freq", "keep_last", "trace_steps", "backend", "strict", "max_bad_fraction",
     "data_root", "prefix_map", "dist_eval", "save_feature", "best_metric", "eval", "force_config", "compile",
-    "class_names",
+    "class_names", "backbone",
 })
 
 
@@ -105,14 +106,15 @@ def save_checkpoint(path, state):
 
 def training_state(model, optimizer=None, scaler=None, model_ema=None, args=None, epoch=None, resume=None,
                    **extra):
-    """The dict a checkpoint holds (``epoch`` is the last completed one, as in the release)."""
-    state = {"model": model.state_dict(), "epoch": epoch, "args": args_dict(args or {})}
+    """The dict a checkpoint holds (``epoch`` is the last completed one, as in the release); of a
+    linear/LoRA model only the trained tensors, with the mode and the backbone file's reference."""
+    state = {"model": model_state(model), "epoch": epoch, "args": args_dict(args or {}), **checkpoint_record(model)}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
     if model_ema is not None:
-        state["model_ema"] = model_ema.module.state_dict()
+        state["model_ema"] = model_state(model_ema.module)
     if resume is not None:
         state["resume"] = dict(resume)
     state.update(extra)
@@ -224,9 +226,9 @@ def changed_args(recorded, current):
     return out
 
 
-def check_same_run(path, ckpt, args):
+def check_same_run(path, ckpt, args, ignore=()):
     """Refuse to resume ``ckpt`` under options that change the result, unless ``--force_resume``."""
-    diff = changed_args(ckpt.get("args") or {}, args)
+    diff = [d for d in changed_args(ckpt.get("args") or {}, args) if d[0] not in ignore]
     if not diff:
         return
     lines = "\n".join(f"    --{k}: {old!r} in the checkpoint, {new!r} now" for k, old, new in diff)
@@ -245,14 +247,15 @@ def resume(args, checkpointer, model, optimizer=None, scaler=None, model_ema=Non
     if path is None:
         return 0, 0, None
     ckpt = load_on_all_ranks(path)
-    check_same_run(path, ckpt, args)
-    model.load_state_dict(ckpt["model"])
+    # A linear/LoRA run's backbone is known by its hash: the same file at another path is the same run.
+    check_same_run(path, ckpt, args, ignore=("finetune",) if same_backbone(ckpt, model) else ())
+    load_model_state(model, ckpt["model"])
     if optimizer is not None and "optimizer" in ckpt:
         optimizer.load_state_dict(ckpt["optimizer"])
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     if model_ema is not None and "model_ema" in ckpt:
-        model_ema.module.load_state_dict(ckpt["model_ema"])
+        load_model_state(model_ema.module, ckpt["model_ema"])
     epoch, iteration = resume_position(ckpt)
     where = f"epoch {epoch}" + (f", iteration {iteration}" if iteration else "")
     print(f"resumed from {path} (next: {where})")

@@ -101,14 +101,16 @@ def add_model_options(parser):
                    help="what the outputs are (the dataset's)")
     g.add_argument("--force_config", action="store_true",
                    help="let these options override what the checkpoint records (a conflict is an error otherwise)")
+    g.add_argument("--backbone", default=None,
+                   help="a linear/LoRA checkpoint's backbone file, if it moved from the path the checkpoint records")
     return g
 
 
 def typed_options(args):
-    """``{option: value}`` of the model options a tool's user gave (their default is None); ``args``
-    is a namespace or a dict."""
+    """``{option: value}`` of the model options a tool's user gave (their default is None), with
+    ``backbone`` (which ``models.checkpoint.model_from_checkpoint`` reads); ``args`` is a namespace or a dict."""
     from models.checkpoint import CLIP_KEYS, MODEL_KEYS, OUTPUT_KEYS
     values = args if isinstance(args, dict) else vars(args)
     # --class_names only names what is shown: it may differ from what the checkpoint recorded.
-    keys = tuple(k for k in MODEL_KEYS + CLIP_KEYS + OUTPUT_KEYS if k != "class_names")
+    keys = tuple(k for k in MODEL_KEYS + CLIP_KEYS + OUTPUT_KEYS if k != "class_names") + ("backbone",)
     return {k: v for k, v in values.items() if k in keys and v is not None}

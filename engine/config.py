@@ -13,6 +13,7 @@ from .cli import UserError
 from .optim import scaled_lrs
 from .options import check_args
 from .runtime import precision
+from .tuning import check_tuning_args, tuning_defaults
 
 
 def resolve(args, kind, given=frozenset()):
@@ -23,6 +24,8 @@ def resolve(args, kind, given=frozenset()):
     args.amp = precision(args.amp, args.device)
     checkpoint = _evaluated_checkpoint(args, given) if getattr(args, "eval", False) else None
     if kind == "finetune":
+        tuning_defaults(args, given)
+        check_tuning_args(args)
         info = _named_outputs(get_dataset_info(args.data_set, args.nb_classes, args.task), args)
         args.class_names = list(info.classes or info.targets)
         args.nb_classes = info.num_outputs

@@ -276,6 +276,7 @@ def map_pretrained(model, checkpoint, model_key="model|module|state_dict"):
     ``model``, checked as it checks them (nothing is loaded)."""
     if _is_path(checkpoint):
         checkpoint = read_checkpoint(checkpoint)
+    _refuse_tuned(checkpoint)
     args = checkpoint_args(checkpoint)
     state_dict = to_finetune_keys(project_state(checkpoint, model_key))
     own = model.state_dict()
@@ -322,6 +323,15 @@ def _regridded(model, args, own):
             f"{'x'.join(map(str, model.grid_size))} in the model (fixed sinusoid positions of the model's grid)"]
 
 
+def _refuse_tuned(checkpoint):
+    from .tuning import is_tuned_checkpoint
+    if is_tuned_checkpoint(checkpoint):
+        raise CheckpointMismatchError(
+            f"this is a {checkpoint['tuning'].get('mode')} checkpoint: it holds only the trained part, over the "
+            f"backbone {checkpoint['backbone'].get('path')}. Evaluate it with --eval, continue it with --resume, or "
+            f"write it as a plain checkpoint first: python -m tools.merge_lora CHECKPOINT --out FILE")
+
+
 def _explain(report, state_dict, own):
     lines = ["checkpoint does not fit the model:"]
     src = state_dict.get("patch_embed.proj.weight")
@@ -357,13 +367,15 @@ def format_report(report):
 
 # -- a model as its checkpoint records it ----------------------------------------------------------
 
-def model_from_checkpoint(checkpoint, given=None, force=False, kind="any"):
+def model_from_checkpoint(checkpoint, given=None, force=False, kind="any", backbone=None):
     """``(model, config)``: the model a checkpoint file (or loaded dict) records, loaded strictly
     (``config["model"]`` is the name built).
 
     ``kind``: ``classifier`` (a fine-tuned model with its trained head), ``pretrain`` (the masked
     autoencoder with its decoder), or ``any`` (what the file holds). ``given`` and ``force`` as in
-    :func:`checkpoint_config`. The model is in eval mode.
+    :func:`checkpoint_config`. A linear/LoRA checkpoint (models/tuning.py) is completed from its
+    backbone file, found where ``backbone`` (or ``given["backbone"]``, a tool's --backbone) says
+    or at its recorded path. The model is in eval mode.
     """
     from .factory import config_kwargs, create_model, finetune_name, pretrain_name
     if not isinstance(checkpoint, dict):
@@ -390,6 +402,9 @@ def model_from_checkpoint(checkpoint, given=None, force=False, kind="any"):
                                       f"but its classifier has {outputs}")
     config["model"] = finetune_name(name)
     model = create_model(config["model"], num_classes=outputs, **config_kwargs(config))
+    from .tuning import is_tuned_checkpoint, load_tuned
+    if is_tuned_checkpoint(checkpoint):
+        return load_tuned(model, checkpoint, backbone or (given or {}).get("backbone")).eval(), config
     return load_strict(model, state, f"checkpoint ({config['model']})").eval(), config
 
 
