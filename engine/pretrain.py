@@ -2,23 +2,25 @@
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from datasets import transforms as T
 from models.pretrain import split_visible
 
+from .device_batch import to_device
 from .runtime import autocast
 
 
-def reconstruction_target(videos, mask, patch_size, tubelet_size, normalize=True, masked_index=None):
-    """Masked tubelets of the un-normalised clip, ``(B, N_masked, tubelet * patch^2 * 3)``.
+def reconstruction_target(videos, mask, patch_size, tubelet_size, normalize=True, masked_index=None,
+                          num_masked=None):
+    """Masked tubelets of the clips' pixels in [0, 1], ``(B, N_masked, tubelet * patch^2 * 3)``.
 
-    With ``normalize``, each tubelet's pixels are standardised per channel with their own mean and
-    unbiased std, flattened in (t, h, w, c) order as in VideoMAE. Tokens come in increasing index
-    order, as the model's reconstruction does.
+    ``videos``: uint8 clips ``(B, 3, T, H, W)`` (what the loader delivers), or the model's normalised
+    float clips (un-normalised first). With ``normalize``, each tubelet's pixels are standardised
+    per channel with their own mean and unbiased std, flattened in (t, h, w, c) order as in
+    VideoMAE. Tokens come in increasing index order, as the model's reconstruction does;
+    ``num_masked`` (masked tokens per clip) spares reading the count from the mask.
     """
-    mean = torch.as_tensor(IMAGENET_DEFAULT_MEAN, device=videos.device).view(1, 3, 1, 1, 1)
-    std = torch.as_tensor(IMAGENET_DEFAULT_STD, device=videos.device).view(1, 3, 1, 1, 1)
-    x = videos.float() * std + mean
+    x = videos.float() / 255 if videos.dtype == torch.uint8 else T.denormalize(videos.float())
     x = rearrange(x, "b c (t p0) (h p1) (w p2) -> b (t h w) (p0 p1 p2) c", p0=tubelet_size, p1=patch_size,
                   p2=patch_size)
     if normalize:
@@ -26,22 +28,28 @@ def reconstruction_target(videos, mask, patch_size, tubelet_size, normalize=True
     x = rearrange(x, "b n p c -> b n (p c)")
     if masked_index is None:
         t = videos.shape[2] // tubelet_size
-        masked_index = split_visible(mask, t, videos.device)[1]
+        masked_index = split_visible(mask, t, videos.device, num_masked)[1]
     return torch.gather(x, 1, masked_index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def reconstruction_loss(model, device, amp, normalize_target=True):
-    """``compute_loss(batch)`` for :func:`engine.train_step.train_epoch`: clips, masks, indices."""
+def reconstruction_loss(model, device, amp, normalize_target=True, num_masked=None):
+    """``compute_loss(batch)`` for :func:`engine.train_step.train_epoch`: uint8 clips, masks, indices.
+
+    ``num_masked``, the masked tokens per clip (``TubeMaskGenerator.num_masked``), keeps the
+    shapes static for ``torch.compile`` and spares reading the masks; without it each batch's
+    count is read from its mask while that is still on the host (no device sync).
+    """
     unwrapped = getattr(model, "module", model)
     unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)
     tubelet, patch = unwrapped.encoder.patch_embed.proj.kernel_size[:2]
 
     def compute_loss(batch):
-        videos = batch[0].to(device, non_blocking=True)
-        mask = batch[1].flatten(1).bool()  # stays on the CPU: reading its token count costs no device sync
+        pixels = to_device(batch[0], device)
+        count = num_masked if num_masked is not None else int(batch[1][0].sum())
+        mask = to_device(batch[1].flatten(1).bool(), device)
         with torch.no_grad():
-            target = reconstruction_target(videos, mask, patch, tubelet, normalize_target)
+            target = reconstruction_target(pixels, mask, patch, tubelet, normalize_target, num_masked=count)
         with autocast(device, amp):
-            outputs = model(videos, mask)
+            outputs = model(T.normalize(pixels), mask, num_masked=count)
         return F.mse_loss(outputs.float(), target)
     return compute_loss
