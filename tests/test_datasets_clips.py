@@ -111,6 +111,43 @@ def test_face_crop_keeps_the_upper_centre_box(tmp_path, side):
     assert any((plain[0][0] < 230).any() for _ in range(5))
 
 
+def test_recropped_frames_are_not_cropped_again(tmp_path):
+    """Frames of the face box's size (what preprocess.voxceleb2 --recrop writes) are taken whole."""
+    rng = np.random.default_rng(5)
+    write_frames(str(tmp_path / "r"), rng.integers(0, 256, (4, 160, 160, 3), dtype=np.uint8), "png")
+    csv = make_csv(tmp_path, [(tmp_path / "r", 0)])
+    kw = dict(input_size=32, num_frames=4, sampling_rate=1)
+    face, plain = PretrainDataset(csv, face_crop=True, **kw), PretrainDataset(csv, **kw)
+    for seed in range(5):
+        random.seed(seed)
+        a = face[0][0]
+        random.seed(seed)
+        assert torch.equal(a, plain[0][0])
+
+
+def test_repeated_sampling_reads_once_and_draws_each_clip_on_its_own(grey80, tmp_path):
+    """num_samples K: one reading of the video, K clips with their own window, crop and mask."""
+    class Counting(PretrainDataset):
+        reads = 0
+
+        def _read(self, path, choose):
+            Counting.reads += 1
+            return super()._read(path, choose)
+
+    csv = make_csv(tmp_path, [(grey80 / "static", 0), (grey80 / "v", 0)])
+    ds = Counting(csv, input_size=64, num_frames=4, sampling_rate=1, num_samples=4, mask_ratio=0.5)
+    random.seed(0), np.random.seed(0)
+    crops, windows = [], []
+    for _ in range(3):
+        clips, masks, _ = ds[0]          # a still texture: clips differ only by their crops
+        crops.append(len({c.numpy().tobytes() for c in clips}))
+        assert len({m.numpy().tobytes() for m in masks}) == 4
+        clips, _, _ = ds[1]              # grey frames: clips differ only by their windows
+        windows.append(len({tuple(frame_ids(c)) for c in clips}))
+    assert Counting.reads == 6
+    assert max(crops) == 4 and max(windows) == 4 and min(crops) > 1 and min(windows) > 1
+
+
 def test_finetune_train_items(grey80, tmp_path):
     csv = make_csv(tmp_path, [(grey80 / "v", 3), (grey80 / "moving", 1)])
     ds = VideoClsDataset(csv, mode="train", num_classes=5, input_size=48)
