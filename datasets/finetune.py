@@ -12,7 +12,7 @@ test        `test_num_segment` windows evenly placed over the video x
             i.e. on any non-square frame); item `i` is view `i % num_views` of
             video `i // num_views`.
 
-Items hold uint8 clips `(3, T, H, W)`; the engine normalises them on the device.
+Items hold uint8 frames `(T, H, W, 3)`; the engine normalises them on the device.
 
 RandAugment runs after the crop, at the network resolution: its translate
 magnitude (0.45 x input size, as in the release) is then in output pixels and
@@ -82,7 +82,7 @@ class VideoClsDataset(Dataset):
             clip = self.rand_augment(clip)
         if self.flip and random.random() < 0.5:
             clip = T.hflip(clip)
-        return T.model_layout(clip)
+        return T.to_frames(clip)
 
     def _load_train(self, index):
         def choose(n):
@@ -100,7 +100,7 @@ class VideoClsDataset(Dataset):
             return [windows[segment]]
         (frames,) = self._read(self.samples[index].path, choose)
         clip = T.eval_crop(T.to_clip_tensor(frames), self.input_size, self.short_side_size, crop, self.test_num_crop)
-        return T.model_layout(clip)
+        return T.to_frames(clip)
 
     def __getitem__(self, index):
         if self.mode == "train":

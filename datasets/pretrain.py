@@ -16,9 +16,9 @@ from .video_io import read_clips
 
 
 class PretrainDataset(Dataset):
-    """Items are `(clip (3,T,H,W) uint8, mask (N,) bool, sample index)`; with
+    """Items are `(frames (T,H,W,3) uint8, mask (N,) bool, sample index)`; with
     `num_samples` S > 1 (repeated sampling), S clips from one reading of the video, each with
-    its own window, crop and mask: `(clips (S,3,T,H,W), masks (S,N), indices (S,))` (use
+    its own window, crop and mask: `(clips (S,T,H,W,3), masks (S,N), indices (S,))` (use
     `multiple_samples_collate`). Labels in the annotation file are ignored.
 
     `face_crop=True` takes rows 0-160, cols 32-192 of a 224x224 frame before the
@@ -58,7 +58,7 @@ class PretrainDataset(Dataset):
         for frames in self._read(self.samples[index].path, choose):
             clip = T.to_clip_tensor(frames)
             box = T.face_box(*clip.shape[-2:]) if self.face_crop else None
-            clips.append(T.model_layout(self.crop(clip, box)))
+            clips.append(T.to_frames(self.crop(clip, box)))
             masks.append(torch.from_numpy(self.mask_generator()))
         return clips, masks
 

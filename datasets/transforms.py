@@ -3,10 +3,12 @@ RandAugment ops and erasing box, so the only change between frames is the
 motion in the video itself.
 
 Clips travel frame-first, `(T, 3, H, W)`, as uint8 through every augmentation and leave the
-datasets as uint8 in the model's layout `(3, T, H, W)` (`model_layout`): the float work runs
-batched where the model runs (engine/device_batch.py). `normalize` is the one home of the
-ImageNet normalisation, for a batch on the device as for a single clip on the host
-(`to_model_input`); random erasing, which works on normalised values, comes after it. Geometry is
+datasets as uint8 frames `(T, H, W, 3)` (`to_frames`, the memory order decoding and the
+augmentations leave them in, so collating them is a plain copy): the float work runs batched
+where the model runs (engine/device_batch.py). `normalize` is the one home of the ImageNet
+normalisation and of the move to the model's layout `(3, T, H, W)`, for a batch on the device as
+for a single clip on the host (`to_model_input`); random erasing, which works on normalised
+values, comes after it. Geometry is
 one `resized_crop` per clip (one interpolation for all frames); colour ops come from timm.
 """
 from __future__ import annotations
@@ -57,26 +59,27 @@ def _constants(device: torch.device, name: str) -> torch.Tensor:
     return {"scale": _SCALE, "shift": _SHIFT, "mean": _MEAN, "std": _STD}[name].to(device)
 
 
-def model_layout(clip: torch.Tensor) -> torch.Tensor:
-    """uint8 `(T, 3, H, W)` -> `(3, T, H, W)`, a view: what a dataset item holds."""
-    return clip.permute(1, 0, 2, 3)
+def to_frames(clip: torch.Tensor) -> torch.Tensor:
+    """uint8 `(T, 3, H, W)` -> `(T, H, W, 3)`, a view: what a dataset item holds. Decoding and the
+    augmentations leave clips in this memory order; stacking them in the model's `(3, T, H, W)`
+    instead would be a strided gather ~10x slower than the copy collation is now."""
+    return clip.permute(0, 2, 3, 1)
 
 
-def normalize(clips: torch.Tensor) -> torch.Tensor:
-    """uint8 clips `(..., 3, T, H, W)` of any strides, on any device -> ImageNet-normalised
-    contiguous float32 ((x / 255 - mean) / std per channel).
+def normalize(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames `(..., T, H, W, 3)` of any strides, on any device -> the model's clips
+    `(..., 3, T, H, W)`: ImageNet-normalised ((x / 255 - mean) / std per channel) contiguous float32.
 
-    The float conversion writes the contiguous layout directly and the normalisation is one
-    in-place affine: separate normalise / permute / contiguous passes cost ~4x more on the
-    host (a clip leaves RandAugment channels-last, the slowest order to convert from)."""
-    x = clips.to(torch.float32, memory_format=torch.contiguous_format)
+    The float conversion writes the model layout directly and the normalisation is one in-place
+    affine: separate normalise / permute / contiguous passes cost ~4x more on the host."""
+    x = frames.movedim(-1, -4).to(torch.float32, memory_format=torch.contiguous_format)
     return x.mul_(_constants(x.device, "scale")).add_(_constants(x.device, "shift"))
 
 
 def to_model_input(clip: torch.Tensor) -> torch.Tensor:
     """uint8 `(T, 3, H, W)`, any strides -> normalised contiguous float32 `(3, T, H, W)` (one clip,
     on the host: the tools' path)."""
-    return normalize(model_layout(clip))
+    return normalize(to_frames(clip))
 
 
 def denormalize(clip: torch.Tensor) -> torch.Tensor:

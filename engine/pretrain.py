@@ -14,26 +14,29 @@ def reconstruction_target(videos, mask, patch_size, tubelet_size, normalize=True
                           num_masked=None):
     """Masked tubelets of the clips' pixels in [0, 1], ``(B, N_masked, tubelet * patch^2 * 3)``.
 
-    ``videos``: uint8 clips ``(B, 3, T, H, W)`` (what the loader delivers), or the model's normalised
-    float clips (un-normalised first). With ``normalize``, each tubelet's pixels are standardised
-    per channel with their own mean and unbiased std, flattened in (t, h, w, c) order as in
-    VideoMAE. Tokens come in increasing index order, as the model's reconstruction does;
+    ``videos``: uint8 frames ``(B, T, H, W, 3)`` (what the loader delivers), or the model's
+    normalised float clips ``(B, 3, T, H, W)`` (un-normalised first). With ``normalize``, each
+    tubelet's pixels are standardised per channel with their own mean and unbiased std, flattened
+    in (t, h, w, c) order as in VideoMAE. Tokens come in increasing index order, as the model's reconstruction does;
     ``num_masked`` (masked tokens per clip) spares reading the count from the mask.
     """
-    x = videos.float() / 255 if videos.dtype == torch.uint8 else T.denormalize(videos.float())
+    if videos.dtype == torch.uint8:
+        x = videos.movedim(-1, 1).float() / 255
+    else:
+        x = T.denormalize(videos.float())
+    num_time_steps = x.shape[2] // tubelet_size
     x = rearrange(x, "b c (t p0) (h p1) (w p2) -> b (t h w) (p0 p1 p2) c", p0=tubelet_size, p1=patch_size,
                   p2=patch_size)
     if normalize:
         x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
     x = rearrange(x, "b n p c -> b n (p c)")
     if masked_index is None:
-        t = videos.shape[2] // tubelet_size
-        masked_index = split_visible(mask, t, videos.device, num_masked)[1]
+        masked_index = split_visible(mask, num_time_steps, videos.device, num_masked)[1]
     return torch.gather(x, 1, masked_index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 def reconstruction_loss(model, device, amp, normalize_target=True, num_masked=None):
-    """``compute_loss(batch)`` for :func:`engine.train_step.train_epoch`: uint8 clips, masks, indices.
+    """``compute_loss(batch)`` for :func:`engine.train_step.train_epoch`: uint8 frames, masks, indices.
 
     ``num_masked``, the masked tokens per clip (``TubeMaskGenerator.num_masked``), keeps the
     shapes static for ``torch.compile`` and spares reading the masks; without it each batch's
@@ -44,12 +47,12 @@ def reconstruction_loss(model, device, amp, normalize_target=True, num_masked=No
     tubelet, patch = unwrapped.encoder.patch_embed.proj.kernel_size[:2]
 
     def compute_loss(batch):
-        pixels = to_device(batch[0], device)
+        frames = to_device(batch[0], device)
         count = num_masked if num_masked is not None else int(batch[1][0].sum())
         mask = to_device(batch[1].flatten(1).bool(), device)
         with torch.no_grad():
-            target = reconstruction_target(pixels, mask, patch, tubelet, normalize_target, num_masked=count)
+            target = reconstruction_target(frames, mask, patch, tubelet, normalize_target, num_masked=count)
         with autocast(device, amp):
-            outputs = model(T.normalize(pixels), mask, num_masked=count)
+            outputs = model(T.normalize(frames), mask, num_masked=count)
         return F.mse_loss(outputs.float(), target)
     return compute_loss

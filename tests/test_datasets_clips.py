@@ -21,8 +21,8 @@ def grey_clip(n, h=64, w=64):
 
 
 def frame_ids(clip):
-    """Frame indices of a uint8 `(3, T, H, W)` clip of grey frames."""
-    level = clip.float().mean(dim=(0, 2, 3))
+    """Frame indices of uint8 frames `(T, H, W, 3)` of grey frames."""
+    level = clip.float().mean(dim=(1, 2, 3))
     return ((level - 10) / 3).round().long().tolist()
 
 
@@ -82,7 +82,7 @@ def test_pretrain_items(grey80, tmp_path):
     ds = PretrainDataset(csv, input_size=64, mask_ratio=0.9)
     clip, mask, index = ds[0]
     assert index == 0
-    assert clip.shape == (3, 16, 64, 64) and clip.dtype == torch.uint8
+    assert clip.shape == (16, 64, 64, 3) and clip.dtype == torch.uint8
     assert mask.shape == (8 * 4 * 4,) and mask.dtype == torch.bool
     assert (mask.view(8, 16).sum(1) == int(0.9 * 16)).all()
     ids = frame_ids(clip)
@@ -90,9 +90,9 @@ def test_pretrain_items(grey80, tmp_path):
     assert frame_ids(ds[1][0]) == [0] + [9] * 15  # short video: 10 // 4 = 2 frames spread, then padded
     ds = PretrainDataset(csv, input_size=32, num_frames=8, num_samples=3)
     clips, masks, indices = ds[0]
-    assert clips.shape == (3, 3, 8, 32, 32) and masks.shape == (3, 4 * 2 * 2) and indices.tolist() == [0] * 3
+    assert clips.shape == (3, 8, 32, 32, 3) and masks.shape == (3, 4 * 2 * 2) and indices.tolist() == [0] * 3
     batch = multiple_samples_collate([ds[0], ds[1]])
-    assert batch[0].shape == (6, 3, 8, 32, 32) and batch[1].shape == (6, 16)
+    assert batch[0].shape == (6, 8, 32, 32, 3) and batch[1].shape == (6, 16)
     assert batch[2].tolist() == [0, 0, 0, 1, 1, 1]
 
 
@@ -152,14 +152,14 @@ def test_finetune_train_items(grey80, tmp_path):
     csv = make_csv(tmp_path, [(grey80 / "v", 3), (grey80 / "moving", 1)])
     ds = VideoClsDataset(csv, mode="train", num_classes=5, input_size=48)
     clip, target, index = ds[1]
-    assert clip.shape == (3, 16, 48, 48) and clip.dtype == torch.uint8
+    assert clip.shape == (16, 48, 48, 3) and clip.dtype == torch.uint8
     assert target.dtype == torch.int64 and target.dim() == 0 and int(target) == 1 and index == 1
     ds = VideoClsDataset(csv, mode="train", input_size=32, num_frames=8, num_sample=2)
     clips, targets, indices = ds[0]
-    assert clips.shape == (2, 3, 8, 32, 32) and targets.tolist() == [3, 3] and indices.tolist() == [0, 0]
+    assert clips.shape == (2, 8, 32, 32, 3) and targets.tolist() == [3, 3] and indices.tolist() == [0, 0]
     assert not torch.equal(clips[0], clips[1])  # two augmentations of the same frames
     xb, yb, ib = multiple_samples_collate([ds[0], ds[1]])
-    assert xb.shape == (4, 3, 8, 32, 32) and yb.tolist() == [3, 3, 1, 1] and ib.tolist() == [0, 0, 1, 1]
+    assert xb.shape == (4, 8, 32, 32, 3) and yb.tolist() == [3, 3, 1, 1] and ib.tolist() == [0, 0, 1, 1]
 
     reg = tmp_path / "reg.csv"
     reg.write_text(f"{grey80 / 'v'} 0.5 -0.25 1\n")
@@ -174,8 +174,8 @@ def test_same_augmentation_on_every_frame(grey80, tmp_path):
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     draws = [ds[0][0] for _ in range(8)]
     for clip in draws:   # identical input frames must stay identical after augmentation
-        assert all(torch.equal(clip[:, 0], clip[:, t]) for t in range(1, 8))
-    assert len({tuple(c[:, 0].flatten()[:64].tolist()) for c in draws}) == 8  # but vary per draw
+        assert all(torch.equal(clip[0], clip[t]) for t in range(1, 8))
+    assert len({tuple(c[0].flatten()[:64].tolist()) for c in draws}) == 8  # but vary per draw
 
 
 def test_validation_is_one_deterministic_centre_clip(grey80, tmp_path):
@@ -210,7 +210,7 @@ def test_test_crops_differ_on_non_square_frames(grey80, tmp_path):
     ds = VideoClsDataset(csv, mode="test", input_size=48, num_frames=4, sampling_rate=1,
                          test_num_segment=1, test_num_crop=3)
     crops = [ds[i][0] for i in range(3)]
-    assert all(c.shape == (3, 4, 48, 48) for c in crops)
+    assert all(c.shape == (4, 48, 48, 3) for c in crops)
     means = [float(c.float().mean()) for c in crops]
     assert means[0] < means[1] < means[2]     # left, centre, right of a left-to-right gradient
     one = VideoClsDataset(csv, mode="test", input_size=48, num_frames=4, sampling_rate=1,

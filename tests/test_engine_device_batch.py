@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import models  # noqa: F401
 from datasets.masking import TubeMaskGenerator
-from datasets.transforms import ClipRandomErasing, model_layout, to_model_input
+from datasets.transforms import ClipRandomErasing, to_frames, to_model_input
 from engine.device_batch import ModelInput, to_device
 from engine.pretrain import reconstruction_loss, reconstruction_target
 
@@ -35,9 +35,10 @@ def tube_masks(batch, grid=(4, 2, 2), ratio=0.75, seed=0):
 def test_device_path_gives_the_host_paths_clips_and_targets(device):
     clips = frame_clips()
     host = torch.stack([to_model_input(c) for c in clips])                # the workers' float clips
-    pixels = to_device(torch.stack([model_layout(c) for c in clips]), device)  # what the workers deliver now
-    assert pixels.dtype == torch.uint8 and pixels.shape == host.shape
-    ours = ModelInput(device)(pixels).cpu()
+    frames = to_device(torch.stack([to_frames(c) for c in clips]), device)  # what the workers deliver now
+    assert frames.dtype == torch.uint8 and frames.shape == (3, 8, 32, 32, 3)
+    ours = ModelInput(device)(frames).cpu()
+    assert ours.shape == host.shape
     assert ours.dtype == torch.float32 and ours.is_contiguous()
     if device == "cpu":
         assert torch.equal(ours, host)  # the same affine in the same float32 arithmetic
@@ -47,7 +48,7 @@ def test_device_path_gives_the_host_paths_clips_and_targets(device):
     mask, count = tube_masks(len(clips))
     for normalize in (False, True):
         want = reconstruction_target(host, mask, 16, 2, normalize)         # un-normalises the float clips
-        got = reconstruction_target(pixels, mask.to(device), 16, 2, normalize, num_masked=count).cpu()
+        got = reconstruction_target(frames, mask.to(device), 16, 2, normalize, num_masked=count).cpu()
         assert got.shape == want.shape == (3, count, 2 * 16 * 16 * 3)
         # Pixels / 255 against pixels recovered from normalised floats: float32 rounding only,
         # amplified by 1 / (tubelet std) where the target is standardised.
@@ -57,8 +58,8 @@ def test_device_path_gives_the_host_paths_clips_and_targets(device):
 def test_a_constant_tubelet_has_a_zero_target():
     """From uint8 the pixels are exact: a flat tubelet standardises to exactly 0 (from normalised
     floats, rounding noise divided by ~1e-6 could reach ~0.01)."""
-    pixels = torch.full((1, 3, 2, 16, 16), 77, dtype=torch.uint8)
-    target = reconstruction_target(pixels, torch.tensor([[True]]), 16, 2, True, num_masked=1)
+    frames = torch.full((1, 2, 16, 16, 3), 77, dtype=torch.uint8)
+    target = reconstruction_target(frames, torch.tensor([[True]]), 16, 2, True, num_masked=1)
     assert torch.equal(target, torch.zeros_like(target))
 
 
@@ -71,7 +72,7 @@ def test_pretraining_loss_from_uint8_equals_the_loss_from_host_floats():
     host = torch.stack([to_model_input(c) for c in clips])
     with torch.no_grad():
         want = F.mse_loss(model(host, mask), reconstruction_target(host, mask, 16, 2))
-        batch = (torch.stack([model_layout(c) for c in clips]), mask, torch.arange(2))
+        batch = (torch.stack([to_frames(c) for c in clips]), mask, torch.arange(2))
         got = reconstruction_loss(model, "cpu", None, num_masked=count)(batch)
         unknown_count = reconstruction_loss(model, "cpu", None)(batch)  # read from the host mask
     torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
@@ -98,7 +99,7 @@ def test_erasing_keeps_its_semantics_on_batches():
     frame and channel (pixel mode), zeros in const mode."""
     random.seed(0), torch.manual_seed(0)
     n, p = 400, 0.25
-    clips = ModelInput("cpu", reprob=p)(torch.full((n, 3, 4, 24, 24), 124, dtype=torch.uint8))
+    clips = ModelInput("cpu", reprob=p)(torch.full((n, 4, 24, 24, 3), 124, dtype=torch.uint8))
     background = to_model_input(torch.full((4, 3, 24, 24), 124, dtype=torch.uint8))
     boxes = (clips != background).any(dim=1)           # (n, T, H, W)
     erased = boxes.flatten(1).any(dim=1)
