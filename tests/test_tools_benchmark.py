@@ -22,8 +22,10 @@ NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 def quick_run(tmp_path_factory):
     md = tmp_path_factory.mktemp("bench") / "cpu.md"
     # One thread: on a busy shared CPU, two OpenMP threads make the tiny steps wait for each other.
+    # fp32: --amp auto would be bf16 on CPUs with native bf16.
     proc = subprocess.run([sys.executable, "-m", "tools.benchmark", "--quick", "--threads", "1", "--workers", "1", "2",
-                           "--markdown", str(md)], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           "--amp", "none", "--markdown", str(md)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout, md.read_text()
 
@@ -85,6 +87,18 @@ def test_markdown_matches_the_table(quick_run):
                if line.startswith("| ") and not line.startswith("| row |")}
     assert set(md_rows) == set(table_rows(stdout))
     assert "## Ratios" in md and "Targets" not in md and "docs/benchmarks.md" in md
+
+
+def test_precision_against_fp32_in_one_run():
+    """--vs_fp32 steps svfap_base in fp32 among the train rows and states the run's speed-up over it."""
+    proc = subprocess.run([sys.executable, "-m", "tools.benchmark", "--quick", "--threads", "1", "--only", "train",
+                           "--amp", "bf16", "--vs_fp32"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = table_rows(proc.stdout)
+    assert set(rows) == {"matmul 256x256 bf16", "train svfap_base", "train svfap_small", "train videomae_base",
+                         "train svfap_base fp32"}
+    assert NUMBER.match(rows["train svfap_base fp32"][7]) and rows["train svfap_base fp32"][8] == "speed vs train svfap_base"
+    assert re.search(r"svfap_base train step at the run's precision is \d+\.\d\dx as fast as in fp32", proc.stdout)
 
 
 def test_only_filters_rows_and_rejects_unknown_names():
