@@ -8,8 +8,8 @@ augmentations leave them in, so collating them is a plain copy): the float work 
 where the model runs (engine/device_batch.py). `normalize` is the one home of the ImageNet
 normalisation and of the move to the model's layout `(3, T, H, W)`, for a batch on the device as
 for a single clip on the host (`to_model_input`); random erasing, which works on normalised
-values, comes after it. Geometry is
-one `resized_crop` per clip (one interpolation for all frames); colour ops come from timm.
+values, comes after it. Geometry is one `resized_crop` per clip (one interpolation for all
+frames); colour ops come from timm.
 """
 from __future__ import annotations
 

@@ -12,10 +12,10 @@ relative path as the fixed upper-centre 160x160 face crop that pre-training take
 cols 32-192; `--face_crop True`), H.264 with a keyframe every --gop frames, no B-frame pyramid
 (every B-frame a non-reference frame the reader can skip) and x264's fast-decode tuning (CAVLC, no
 deblocking; about +10% in size): half the pixels to decode, each cheaper, and little decoding
-before a clip's first frame. Pre-train from it with --data_root DIR (same
-train.csv, same options: frames already of the face box's size are not cropped again). Audio is
-not copied. Resumable (finished clips are skipped, partial files replaced); clips that cannot be
-read are left out and listed like --check's. docs/speed.md has its cost and gain.
+before a clip's first frame. Pre-train from it with --data_root DIR (same train.csv, same
+options: frames already of the face box's size are not cropped again). Audio is not copied.
+Resumable (finished clips are skipped, partial files replaced); clips that cannot be read are left
+out and listed like --check's. docs/speed.md has its cost and gain.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from preprocess import common
 
 RECROP_GOP = 16
 # Without a B-frame pyramid no B-frame is a reference: the reader skips those a clip does not use.
-# fastdecode (CAVLC, no deblocking) decodes ~40% faster here, at the same PSNR on the test clips.
+# fastdecode (CAVLC, no deblocking) decoded ~40% faster, at the same PSNR, on the loader benchmark's clips.
 RECROP_X264 = {"x264-params": "b-pyramid=none", "tune": "fastdecode"}
 
 
@@ -55,6 +55,8 @@ def decodable(path: str) -> tuple[str, str | None]:
 def recrop_clip(src: str, dst: str, gop: int = RECROP_GOP) -> str | None:
     """Write the fixed face box of every frame of `src` to the mp4 `dst` (already there: nothing to
     do). None when done, else why `src` could not be read."""
+    import av
+
     from datasets.transforms import face_box
     from datasets.video_io import VideoReadError, iter_frames, video_fps, write_mp4
 
@@ -73,7 +75,7 @@ def recrop_clip(src: str, dst: str, gop: int = RECROP_GOP) -> str | None:
         crops = (f[top:top + h, left:left + w] for f in itertools.chain([first], frames))
         write_mp4(str(tmp), crops, fps=video_fps(src) or 25, gop=gop, options=RECROP_X264)
         os.replace(tmp, out)
-    except (VideoReadError, OSError) as e:
+    except (VideoReadError, av.FFmpegError, OSError) as e:
         tmp.unlink(missing_ok=True)
         return str(e)
     return None

@@ -273,6 +273,7 @@ def pretrain_configs(args, tmp, videos, kw):
                 collate=multiple_samples_collate if k > 1 else None))
     return configs
 
+
 if __name__ == "__main__":
     np.seterr(all="ignore")
     main()
