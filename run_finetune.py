@@ -18,6 +18,7 @@ from engine import distributed as dist
 from engine.checkpoint import BEST, Checkpointer, load_on_all_ranks, resume, training_state
 from engine.cli import HelpFormatter, UserError, explicit_options, run_entry
 from engine.config import resolve
+from engine.device_batch import training_input
 from engine.finetune import classification_loss, evaluate_records, predict
 from engine.interrupt import StopRequest, stop_run
 from engine.loader import build_loader, resumable_epochs
@@ -202,7 +203,7 @@ def main(args, given=frozenset()):
     partial = (resumed or {}).get("partial")
     del resumed
     stepper = Stepper(model_ddp, optimizer, schedules, scaler, args, model_ema)
-    compute_loss = classification_loss(model_ddp, criterion, device, amp, mixup_fn)
+    compute_loss = classification_loss(model_ddp, criterion, device, amp, mixup_fn, training_input(args, device))
     tb = TensorboardLogger(args.log_dir)
     trace = StepTrace(args.trace_steps)
 

@@ -79,7 +79,8 @@ def main(args):
     partial = (resumed or {}).get("partial")
     del resumed
     stepper = Stepper(model_ddp, optimizer, schedules, scaler, args)
-    compute_loss = reconstruction_loss(model_ddp, device, amp, args.normlize_target)
+    compute_loss = reconstruction_loss(model_ddp, device, amp, args.normlize_target,
+                                       num_masked=dataset.mask_generator.num_masked)
     tb = TensorboardLogger(args.log_dir)
     trace = StepTrace(args.trace_steps)
 

@@ -70,9 +70,6 @@ def build_dataset(split: str, args) -> VideoClsDataset:
         test_num_segment=getattr(args, "test_num_segment", 2),
         test_num_crop=getattr(args, "test_num_crop", 1),
         aa=getattr(args, "aa", "rand-m7-n4-mstd0.5-inc1"),
-        reprob=getattr(args, "reprob", 0.25),
-        remode=getattr(args, "remode", "pixel"),
-        recount=getattr(args, "recount", 1),
         num_sample=getattr(args, "num_sample", 1),
         crop_scale=getattr(args, "train_crop_scale", None) or (0.08, 1.0),
     )

@@ -1,14 +1,18 @@
 """Fine-tuning clips for classification or regression (docs/recipes.md).
 
 train       random temporal window; random resized crop; RandAugment; horizontal
-            flip; random erasing (all identical across the frames of a clip);
-            `num_sample` > 1 augments the decoded clip that many times.
+            flip (all identical across the frames of a clip); `num_sample` > 1
+            augments the decoded clip that many times. Random erasing works on
+            normalised clips: the engine applies it on the device
+            (engine/device_batch.py).
 validation  one centre window, short side resized, centre crop.
 test        `test_num_segment` windows evenly placed over the video x
             `test_num_crop` crops evenly placed along both axes (they differ
             whenever the resized frame is larger than the crop on some axis,
             i.e. on any non-square frame); item `i` is view `i % num_views` of
             video `i // num_views`.
+
+Items hold uint8 frames `(T, H, W, 3)`; the engine normalises them on the device.
 
 RandAugment runs after the crop, at the network resolution: its translate
 magnitude (0.45 x input size, as in the release) is then in output pixels and
@@ -34,8 +38,7 @@ class VideoClsDataset(Dataset):
     def __init__(self, anno_path, data_root="", prefix_map=None, mode="train",
                  num_classes=None, num_targets=None, num_frames=16, sampling_rate=4,
                  input_size=160, short_side_size=None, test_num_segment=2, test_num_crop=1,
-                 aa="rand-m7-n4-mstd0.5-inc1", reprob=0.25, remode="pixel", recount=1,
-                 num_sample=1, backend="pyav", strict=False,
+                 aa="rand-m7-n4-mstd0.5-inc1", num_sample=1, backend="pyav", strict=False,
                  max_bad_fraction=DEFAULT_MAX_BAD_FRACTION, flip=True, crop_scale=(0.08, 1.0)):
         mode = {"val": "validation"}.get(mode, mode)
         if mode not in MODES:
@@ -53,7 +56,6 @@ class VideoClsDataset(Dataset):
         self.num_sample, self.backend, self.flip = num_sample, backend, flip
         self.crop_scale = tuple(crop_scale)
         self.rand_augment = T.ClipRandAugment(aa, input_size) if aa else None
-        self.erase = T.ClipRandomErasing(reprob, remode, recount) if reprob > 0 else None
         self.guard = SampleGuard(self.samples, strict, max_bad_fraction)
 
     @property
@@ -80,10 +82,7 @@ class VideoClsDataset(Dataset):
             clip = self.rand_augment(clip)
         if self.flip and random.random() < 0.5:
             clip = T.hflip(clip)
-        clip = T.to_model_input(clip)
-        if self.erase is not None:
-            clip = self.erase(clip)
-        return clip
+        return T.to_frames(clip)
 
     def _load_train(self, index):
         def choose(n):
@@ -100,7 +99,8 @@ class VideoClsDataset(Dataset):
             windows = uniform_windows(n, self.num_frames, self.sampling_rate, self.test_num_segment)
             return [windows[segment]]
         (frames,) = self._read(self.samples[index].path, choose)
-        return T.eval_view(T.to_clip_tensor(frames), self.input_size, self.short_side_size, crop, self.test_num_crop)
+        clip = T.eval_crop(T.to_clip_tensor(frames), self.input_size, self.short_side_size, crop, self.test_num_crop)
+        return T.to_frames(clip)
 
     def __getitem__(self, index):
         if self.mode == "train":

@@ -12,6 +12,7 @@ class TubeMaskGenerator:
         self.per_frame = self.height * self.width
         self.masked_per_frame = int(mask_ratio * self.per_frame)
         self.total = self.frames * self.per_frame
+        self.num_masked = self.frames * self.masked_per_frame  # every mask's count: a static shape
 
     def __call__(self, rng: np.random.Generator | None = None) -> np.ndarray:
         """Bool `(T*H*W,)` in (t, h, w) order, True = masked."""

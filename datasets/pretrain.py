@@ -1,6 +1,7 @@
 """Pre-training clips (docs/recipes.md): 16 frames at stride 4 from a random
 start, optional fixed upper-centre face crop, multi-scale crop to the input
-size, ImageNet normalisation, and a tube mask."""
+size, and a tube mask. Clips stay uint8: the engine normalises them and builds the
+reconstruction targets on the device (engine/device_batch.py)."""
 from __future__ import annotations
 
 import torch
@@ -15,14 +16,15 @@ from .video_io import read_clips
 
 
 class PretrainDataset(Dataset):
-    """Items are `(clip (3,T,H,W) float32, mask (N,) bool, sample index)`; with
-    `num_samples` S > 1, S clips from one decoded video: `(clips (S,3,T,H,W), masks
-    (S,N), indices (S,))` (use `multiple_samples_collate`). Labels in the annotation
-    file are ignored.
+    """Items are `(frames (T,H,W,3) uint8, mask (N,) bool, sample index)`; with
+    `num_samples` S > 1 (repeated sampling), S clips from one reading of the video, each with
+    its own window, crop and mask: `(clips (S,T,H,W,3), masks (S,N), indices (S,))` (use
+    `multiple_samples_collate`). Labels in the annotation file are ignored.
 
     `face_crop=True` takes rows 0-160, cols 32-192 of a 224x224 frame before the
     multi-scale crop (the release turned it on for VoxCeleb2); other frame sizes
-    get the box scaled proportionally.
+    get the box scaled proportionally, and 160x160 frames, already cropped by
+    `python -m preprocess.voxceleb2 --recrop`, are taken whole.
     """
 
     def __init__(self, anno_path, data_root="", prefix_map=None, num_frames=16,
@@ -56,7 +58,7 @@ class PretrainDataset(Dataset):
         for frames in self._read(self.samples[index].path, choose):
             clip = T.to_clip_tensor(frames)
             box = T.face_box(*clip.shape[-2:]) if self.face_crop else None
-            clips.append(T.to_model_input(self.crop(clip, box)))
+            clips.append(T.to_frames(self.crop(clip, box)))
             masks.append(torch.from_numpy(self.mask_generator()))
         return clips, masks
 

@@ -2,14 +2,19 @@
 RandAugment ops and erasing box, so the only change between frames is the
 motion in the video itself.
 
-Clips travel frame-first, `(T, 3, H, W)`, as uint8 through every augmentation;
-`to_model_input` turns them into the model's normalised float32 `(3, T, H, W)` in one
-pass (random erasing, which works on normalised values, comes after it). Geometry is one
-`resized_crop` per clip (one interpolation for all frames); colour ops come from timm.
+Clips travel frame-first, `(T, 3, H, W)`, as uint8 through every augmentation and leave the
+datasets as uint8 frames `(T, H, W, 3)` (`to_frames`, the memory order decoding and the
+augmentations leave them in, so collating them is a plain copy): the float work runs batched
+where the model runs (engine/device_batch.py). `normalize` is the one home of the ImageNet
+normalisation and of the move to the model's layout `(3, T, H, W)`, for a batch on the device as
+for a single clip on the host (`to_model_input`); random erasing, which works on normalised
+values, comes after it. Geometry is one `resized_crop` per clip (one interpolation for all
+frames); colour ops come from timm.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import random
 
@@ -33,8 +38,10 @@ _STD = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
 
 # Fixed face crop of the release for 224x224 VoxCeleb2 face tracks: rows 0-160,
 # cols 32-192 (upper centre, where the face sits). Other frame sizes get the
-# same box scaled proportionally.
+# same box scaled proportionally, except frames of the box's own size: those are
+# taken as already cropped (what `python -m preprocess.voxceleb2 --recrop` writes).
 FACE_BOX_224 = (0, 32, 160, 160)  # top, left, height, width
+RECROPPED_SIZE = FACE_BOX_224[2:]
 
 
 def to_clip_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -46,22 +53,45 @@ _SCALE = 1.0 / (255.0 * _STD)
 _SHIFT = -_MEAN / _STD
 
 
-def to_model_input(clip: torch.Tensor) -> torch.Tensor:
-    """uint8 `(T, 3, H, W)`, any strides -> ImageNet-normalised contiguous float32 `(3, T, H, W)`.
+@functools.lru_cache(maxsize=None)
+def _constants(device: torch.device, name: str) -> torch.Tensor:
+    """The (3, 1, 1, 1) normalisation constants on `device`, copied there once."""
+    return {"scale": _SCALE, "shift": _SHIFT, "mean": _MEAN, "std": _STD}[name].to(device)
 
-    The float conversion writes the model layout directly and the normalisation is one
-    in-place affine: separate normalise / permute / contiguous passes cost the loader ~4x more
-    (a clip leaves RandAugment channels-last, the slowest order to convert from)."""
-    x = clip.permute(1, 0, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
-    return x.mul_(_SCALE).add_(_SHIFT)
+
+def to_frames(clip: torch.Tensor) -> torch.Tensor:
+    """uint8 `(T, 3, H, W)` -> `(T, H, W, 3)`, a view: what a dataset item holds. Decoding and the
+    augmentations leave clips in this memory order; stacking them in the model's `(3, T, H, W)`
+    instead would be a strided gather ~10x slower than the copy collation is now."""
+    return clip.permute(0, 2, 3, 1)
+
+
+def normalize(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames `(..., T, H, W, 3)` of any strides, on any device -> the model's clips
+    `(..., 3, T, H, W)`: ImageNet-normalised ((x / 255 - mean) / std per channel) contiguous float32.
+
+    The float conversion writes the model layout directly and the normalisation is one in-place
+    affine: separate normalise / permute / contiguous passes cost ~4x more on the host."""
+    x = frames.movedim(-1, -4).to(torch.float32, memory_format=torch.contiguous_format)
+    return x.mul_(_constants(x.device, "scale")).add_(_constants(x.device, "shift"))
+
+
+def to_model_input(clip: torch.Tensor) -> torch.Tensor:
+    """uint8 `(T, 3, H, W)`, any strides -> normalised contiguous float32 `(3, T, H, W)` (one clip,
+    on the host: the tools' path)."""
+    return normalize(to_frames(clip))
 
 
 def denormalize(clip: torch.Tensor) -> torch.Tensor:
-    """Inverse of `to_model_input`: a `(3, T, H, W)` clip with values in [0, 1]."""
-    return clip * _STD + _MEAN
+    """Inverse of `normalize`: `(..., 3, T, H, W)` clips with values in [0, 1]."""
+    return clip * _constants(clip.device, "std") + _constants(clip.device, "mean")
 
 
 def face_box(height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the face in a frame of this size (the whole frame when it is
+    already the face box's size, i.e. recropped)."""
+    if (height, width) == RECROPPED_SIZE:
+        return 0, 0, height, width
     top, left, h, w = FACE_BOX_224
     return (round(top * height / 224), round(left * width / 224),
             round(h * height / 224), round(w * width / 224))
@@ -128,11 +158,11 @@ def crop_offsets(length: int, size: int, count: int) -> list[int]:
     return np.round(np.linspace(0, length - size, count)).astype(int).tolist()
 
 
-def eval_view(clip: torch.Tensor, size: int, short_side: int | None = None, crop: int = 0, num_crops: int = 1,
+def eval_crop(clip: torch.Tensor, size: int, short_side: int | None = None, crop: int = 0, num_crops: int = 1,
               face: bool = False) -> torch.Tensor:
     """How validation and testing see a uint8 `(T, 3, H, W)` clip: short side resized to
     `short_side` (default `size`), crop `crop` of `num_crops` placed evenly along both axes (the
-    centre for one), normalised `(3, T, size, size)`. `face` first takes the fixed face box of
+    centre for one); uint8 `(T, 3, size, size)`. `face` first takes the fixed face box of
     pre-training (for 224x224 face tracks)."""
     if face:
         top, left, h, w = face_box(*clip.shape[-2:])
@@ -140,7 +170,12 @@ def eval_view(clip: torch.Tensor, size: int, short_side: int | None = None, crop
     clip = resize_short_side(clip, short_side or size)
     h, w = clip.shape[-2:]
     top, left = crop_offsets(h, size, num_crops)[crop], crop_offsets(w, size, num_crops)[crop]
-    return to_model_input(clip[..., top:top + size, left:left + size])
+    return clip[..., top:top + size, left:left + size]
+
+
+def eval_view(clip: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """`eval_crop` normalised: the model's float32 `(3, T, size, size)` (the tools' clips)."""
+    return to_model_input(eval_crop(clip, *args, **kwargs))
 
 
 def _affine_coefficients(name: str, args: tuple, height: int, width: int):
@@ -278,15 +313,17 @@ def apply_op(op, args: tuple, frames: np.ndarray) -> np.ndarray:
 
 
 class ClipRandomErasing:
-    """timm RandomErasing with one box for the whole clip: the clip is seen as a
-    single image of 3*T channels. 'pixel' mode draws fresh noise per frame and
-    channel, 'const' writes zeros; 'rand' gives each frame and channel its own value."""
+    """timm RandomErasing with one box per clip: a clip is seen as a single image of 3*T
+    channels. 'pixel' mode draws fresh noise per frame and channel, 'const' writes zeros; 'rand'
+    gives each frame and channel its own value. Runs on normalised clips where they are, on
+    `device` (the noise is drawn there)."""
 
-    def __init__(self, probability: float, mode: str = "pixel", max_count: int = 1):
-        self.erase = RandomErasing(probability, mode=mode, max_count=max_count, device="cpu")
+    def __init__(self, probability: float, mode: str = "pixel", max_count: int = 1, device="cpu"):
+        self.erase = RandomErasing(probability, mode=mode, max_count=max_count, device=device)
 
-    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
-        """Contiguous float `(3, T, H, W)` clip, erased in place and returned."""
-        c, t, h, w = clip.shape
-        self.erase(clip.view(c * t, h, w))
-        return clip
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
+        """Contiguous float `(3, T, H, W)` clip or `(B, 3, T, H, W)` batch, erased in place and
+        returned; each clip of a batch is erased (with the probability) on its own."""
+        c, t, h, w = clips.shape[-4:]
+        self.erase(clips.view(-1, c * t, h, w))
+        return clips

@@ -377,9 +377,11 @@ def iter_frames(path: str, step: int = 1, max_frames: int | None = None):
             raise VideoReadError(f"{path}: decoding failed after {kept} frames ({e})") from e
 
 
-def write_mp4(path: str, frames, fps: float = 25, gop: int | None = None, crf: int = 18) -> int:
+def write_mp4(path: str, frames, fps: float = 25, gop: int | None = None, crf: int = 18,
+              options: dict | None = None) -> int:
     """H.264 mp4 (yuv420p) from uint8 `(H, W, 3)` RGB frames of even sides, given as an array or
-    any iterable (written as they come); `gop` sets the keyframe interval. Returns the frame count."""
+    any iterable (written as they come); `gop` sets the keyframe interval, `options` adds libx264
+    options. Returns the frame count."""
     count = 0
     with av.open(path, "w") as container:
         stream = None
@@ -389,7 +391,7 @@ def write_mp4(path: str, frames, fps: float = 25, gop: int | None = None, crf: i
                 stream.height, stream.width = frame.shape[:2]
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1",
-                                  **({"g": str(gop)} if gop else {})}
+                                  **({"g": str(gop)} if gop else {}), **(options or {})}
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
             count += 1
         if stream is not None:

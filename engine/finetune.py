@@ -4,6 +4,7 @@ import os
 import numpy as np
 import torch
 
+from .device_batch import ModelInput, to_device
 from .runtime import autocast
 from .distributed import all_gather_objects
 from .logger import MetricLogger
@@ -17,11 +18,16 @@ def mix_video(mixup_fn, videos, targets):
     return mixed.reshape(b, c, t, h, w), targets
 
 
-def classification_loss(model, criterion, device, amp, mixup_fn=None):
-    """``compute_loss(batch)`` for :func:`engine.train_step.train_epoch`: clips, targets, indices."""
+def classification_loss(model, criterion, device, amp, mixup_fn=None, model_input=None):
+    """``compute_loss(batch)`` for :func:`engine.train_step.train_epoch`: uint8 clips, targets, indices.
+
+    ``model_input`` (:class:`engine.device_batch.ModelInput`, plain normalisation by default) turns
+    the clips into the model's input on the device, random erasing included; mixup comes after it."""
+    model_input = model_input or ModelInput(device)
+
     def compute_loss(batch):
-        videos = batch[0].to(device, non_blocking=True)
-        targets = batch[1].to(device, non_blocking=True)
+        videos = model_input(to_device(batch[0], device))
+        targets = to_device(batch[1], device)
         if mixup_fn is not None:
             videos, targets = mix_video(mixup_fn, videos, targets)
         with autocast(device, amp):
@@ -39,9 +45,10 @@ def predict(model, loader, device, amp, args, header="Test:", with_features=Fals
     """
     model.eval()
     logger = MetricLogger()
+    model_input = ModelInput(device)
     records, features = [], {}
     for _, batch, _ in logger.log_every(loader, args.print_freq, header):
-        videos, targets = batch[0].to(device, non_blocking=True), batch[1]
+        videos, targets = model_input(to_device(batch[0], device)), batch[1]
         if len(batch) >= 4:
             video_ids, view_ids = batch[2].tolist(), batch[3].tolist()
         else:

@@ -73,7 +73,8 @@ def add_common_args(p):
     p.add_argument("--log_dir", default=None, help="TensorBoard logs")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     p.add_argument("--amp", default="auto", choices=["auto", *PRECISIONS],
-                   help="autocast precision; auto = bf16 on CUDA, none on CPU")
+                   help="autocast precision; auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16, "
+                        "AMX), else none (fp32)")
     p.add_argument("--seed", default=0, type=int, help="seeds the data order, augmentation and initialisation")
     p.add_argument("--resume", default="", help="checkpoint to resume from")
     bool_arg(p, "--auto_resume", True, "continue from the newest complete checkpoint in --output_dir")

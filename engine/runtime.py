@@ -50,12 +50,25 @@ def seed_everything(seed, rank=0):
     random.seed(seed)
 
 
+# CPU features with bf16 arithmetic in hardware. Without them oneDNN emulates bf16 on AVX-512
+# (torch.ops.mkldnn._is_mkldnn_bf16_supported() says yes there too), slower than fp32.
+NATIVE_BF16_CPU = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16():
+    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return any(capabilities.get(name, False) for name in NATIVE_BF16_CPU)
+
+
 def precision(choice, device):
     """The autocast precision ``choice`` means on ``device``: ``auto`` is bf16 on CUDA GPUs that
-    support it and none (fp32) elsewhere."""
-    if choice == "auto":
-        return "bf16" if str(device).startswith("cuda") and torch.cuda.is_bf16_supported() else "none"
-    return choice
+    support it and on CPUs with native bf16 (AVX512-BF16 or AMX), none (fp32) elsewhere."""
+    if choice != "auto":
+        return choice
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "none"
+    return "bf16" if kind == "cpu" and cpu_has_native_bf16() else "none"
 
 
 def autocast(device, dtype):

@@ -15,20 +15,26 @@ from .layers import Block, init_weights, run_block, sinusoid_table
 from .tpsbt import TPSBTTrunk
 
 
-def split_visible(mask: torch.Tensor, num_time_steps: int, device=None):
+def split_visible(mask: torch.Tensor, num_time_steps: int, device=None, num_masked: int | None = None):
     """Indices of visible and masked tokens, each in increasing order, without Python loops.
 
-    ``mask``: bool ``(B, N)``, True = masked, the same count per sample (tube masking). Reading the
-    count is a host sync when the mask lives on a GPU, so the engine keeps masks on the CPU and
-    passes ``device`` for the indices.
+    ``mask``: bool ``(B, N)``, True = masked, the same count per sample (tube masking). ``num_masked``,
+    that count when the caller knows it (from the mask ratio), keeps the shapes static: nothing is
+    read from the mask, so there is no host sync and no graph break under ``torch.compile``.
+    Without it the count is read from the mask (a host sync when the mask lives on a GPU). Masks on
+    the CPU are checked in eager mode; ``device`` receives the indices.
     """
     b, n = mask.shape
-    num_masked = int(mask[0].sum())
-    if num_masked % num_time_steps:
-        raise ValueError(f"{num_masked} masked tokens are not a tube mask over {num_time_steps} time steps")
     t = num_time_steps
-    if mask.device.type == "cpu" and not (mask.view(b, t, -1) == mask.view(b, t, -1)[:, :1]).all():
-        raise ValueError("mask is not a tube mask: visible positions differ between time steps")
+    if num_masked is None:
+        num_masked = int(mask[0].sum())
+    if num_masked % t:
+        raise ValueError(f"{num_masked} masked tokens are not a tube mask over {t} time steps")
+    if mask.device.type == "cpu" and not torch.compiler.is_compiling():
+        if not (mask.sum(1) == num_masked).all():
+            raise ValueError(f"masks do not all hide {num_masked} tokens")
+        if not (mask.view(b, t, -1) == mask.view(b, t, -1)[:, :1]).all():
+            raise ValueError("mask is not a tube mask: visible positions differ between time steps")
     order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)  # visible first, both ascending
     if device is not None:
         order = order.to(device, non_blocking=True)
@@ -152,8 +158,9 @@ class PretrainTPSBT(nn.Module):
         mask = torch.zeros(x.shape[0], t * h * w, dtype=torch.bool)
         return self.encoder(x, mask).reshape(x.shape[0], t, h * w, -1)
 
-    def forward(self, x, mask):
-        visible_index, masked_index = split_visible(mask, self.encoder.grid_size[0], x.device)
+    def forward(self, x, mask, num_masked=None):
+        """``num_masked``: masked tokens per clip, when known (static shapes; see :func:`split_visible`)."""
+        visible_index, masked_index = split_visible(mask, self.encoder.grid_size[0], x.device, num_masked)
         x_vis = self.encoder_to_decoder(self.encoder(x, mask, visible_index))
         b = x_vis.shape[0]
         pos = self.pos_embed.to(x_vis.dtype).expand(b, -1, -1)

@@ -30,8 +30,10 @@ def opencv_data():
 # -- the entry points on a tiny demo set, shared by the run-level tests ---------------------------
 
 PY = sys.executable
+# fp32 (--amp none): the run-level tests compare numbers across runs, process counts and batchings,
+# which --amp auto would put in bf16 on CPUs with native bf16.
 TINY = ["--stage_depths", "1", "1", "1", "--input_size", "64", "--num_frames", "16", "--num_workers", "0",
-        "--print_freq", "5", "--device", "cpu", "--warmup_epochs", "0"]
+        "--print_freq", "5", "--device", "cpu", "--warmup_epochs", "0", "--amp", "none"]
 FT = ["--model", "svfap_tiny_patch16_160", "--data_set", "custom", "--nb_classes", "6", "--batch_size", "4",
       "--lr", "2e-3", *TINY]
 

@@ -1,4 +1,4 @@
-"""Pre-training and fine-tuning items: shapes, value ranges, which frames are
+"""Pre-training and fine-tuning items: shapes, dtypes, which frames are
 taken, and that augmentations are identical across the frames of a clip.
 Frame folders of PNGs keep pixel values exact, so frame identity is readable
 back from the clip: frame k is filled with grey level 10 + 3k."""
@@ -14,9 +14,6 @@ from datasets.demo import write_frames
 from datasets.sampling import random_window, short_video_indices, uniform_windows
 from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
 
-LOW = min((0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
-HIGH = max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
-
 
 def grey_clip(n, h=64, w=64):
     return np.repeat((10 + 3 * np.arange(n)).astype(np.uint8)[:, None, None, None], h * w * 3,
@@ -24,8 +21,8 @@ def grey_clip(n, h=64, w=64):
 
 
 def frame_ids(clip):
-    """Frame indices of a normalised `(3, T, H, W)` clip of grey frames."""
-    level = denormalize(clip).mean(dim=(0, 2, 3)) * 255
+    """Frame indices of uint8 frames `(T, H, W, 3)` of grey frames."""
+    level = clip.float().mean(dim=(1, 2, 3))
     return ((level - 10) / 3).round().long().tolist()
 
 
@@ -85,8 +82,7 @@ def test_pretrain_items(grey80, tmp_path):
     ds = PretrainDataset(csv, input_size=64, mask_ratio=0.9)
     clip, mask, index = ds[0]
     assert index == 0
-    assert clip.shape == (3, 16, 64, 64) and clip.dtype == torch.float32 and clip.is_contiguous()
-    assert LOW - 1e-4 <= clip.min() and clip.max() <= HIGH + 1e-4
+    assert clip.shape == (16, 64, 64, 3) and clip.dtype == torch.uint8
     assert mask.shape == (8 * 4 * 4,) and mask.dtype == torch.bool
     assert (mask.view(8, 16).sum(1) == int(0.9 * 16)).all()
     ids = frame_ids(clip)
@@ -94,9 +90,9 @@ def test_pretrain_items(grey80, tmp_path):
     assert frame_ids(ds[1][0]) == [0] + [9] * 15  # short video: 10 // 4 = 2 frames spread, then padded
     ds = PretrainDataset(csv, input_size=32, num_frames=8, num_samples=3)
     clips, masks, indices = ds[0]
-    assert clips.shape == (3, 3, 8, 32, 32) and masks.shape == (3, 4 * 2 * 2) and indices.tolist() == [0] * 3
+    assert clips.shape == (3, 8, 32, 32, 3) and masks.shape == (3, 4 * 2 * 2) and indices.tolist() == [0] * 3
     batch = multiple_samples_collate([ds[0], ds[1]])
-    assert batch[0].shape == (6, 3, 8, 32, 32) and batch[1].shape == (6, 16)
+    assert batch[0].shape == (6, 8, 32, 32, 3) and batch[1].shape == (6, 16)
     assert batch[2].tolist() == [0, 0, 0, 1, 1, 1]
 
 
@@ -108,27 +104,62 @@ def test_face_crop_keeps_the_upper_centre_box(tmp_path, side):
     write_frames(str(tmp_path / "f"), frames, "png")
     csv = make_csv(tmp_path, [(tmp_path / "f", 0)])
     random.seed(0)
-    white = torch.tensor([(1 - m) / sd for m, sd in zip(IMAGENET_MEAN, IMAGENET_STD)]).view(3, 1, 1, 1)
     face = PretrainDataset(csv, input_size=32, num_frames=4, sampling_rate=1, face_crop=True)
     plain = PretrainDataset(csv, input_size=32, num_frames=4, sampling_rate=1)
     for _ in range(5):
-        torch.testing.assert_close(face[0][0], white.expand(3, 4, 32, 32))
-    assert any((plain[0][0] < white - 0.1).any() for _ in range(5))
+        assert (face[0][0] == 255).all()
+    assert any((plain[0][0] < 230).any() for _ in range(5))
+
+
+def test_recropped_frames_are_not_cropped_again(tmp_path):
+    """Frames of the face box's size (what preprocess.voxceleb2 --recrop writes) are taken whole."""
+    rng = np.random.default_rng(5)
+    write_frames(str(tmp_path / "r"), rng.integers(0, 256, (4, 160, 160, 3), dtype=np.uint8), "png")
+    csv = make_csv(tmp_path, [(tmp_path / "r", 0)])
+    kw = dict(input_size=32, num_frames=4, sampling_rate=1)
+    face, plain = PretrainDataset(csv, face_crop=True, **kw), PretrainDataset(csv, **kw)
+    for seed in range(5):
+        random.seed(seed)
+        a = face[0][0]
+        random.seed(seed)
+        assert torch.equal(a, plain[0][0])
+
+
+def test_repeated_sampling_reads_once_and_draws_each_clip_on_its_own(grey80, tmp_path):
+    """num_samples K: one reading of the video, K clips with their own window, crop and mask."""
+    class Counting(PretrainDataset):
+        reads = 0
+
+        def _read(self, path, choose):
+            Counting.reads += 1
+            return super()._read(path, choose)
+
+    csv = make_csv(tmp_path, [(grey80 / "static", 0), (grey80 / "v", 0)])
+    ds = Counting(csv, input_size=64, num_frames=4, sampling_rate=1, num_samples=4, mask_ratio=0.5)
+    random.seed(0), np.random.seed(0)
+    crops, windows = [], []
+    for _ in range(3):
+        clips, masks, _ = ds[0]          # a still texture: clips differ only by their crops
+        crops.append(len({c.numpy().tobytes() for c in clips}))
+        assert len({m.numpy().tobytes() for m in masks}) == 4
+        clips, _, _ = ds[1]              # grey frames: clips differ only by their windows
+        windows.append(len({tuple(frame_ids(c)) for c in clips}))
+    assert Counting.reads == 6
+    assert max(crops) == 4 and max(windows) == 4 and min(crops) > 1 and min(windows) > 1
 
 
 def test_finetune_train_items(grey80, tmp_path):
     csv = make_csv(tmp_path, [(grey80 / "v", 3), (grey80 / "moving", 1)])
     ds = VideoClsDataset(csv, mode="train", num_classes=5, input_size=48)
     clip, target, index = ds[1]
-    assert clip.shape == (3, 16, 48, 48) and clip.dtype == torch.float32
+    assert clip.shape == (16, 48, 48, 3) and clip.dtype == torch.uint8
     assert target.dtype == torch.int64 and target.dim() == 0 and int(target) == 1 and index == 1
-    assert torch.isfinite(clip).all()
     ds = VideoClsDataset(csv, mode="train", input_size=32, num_frames=8, num_sample=2)
     clips, targets, indices = ds[0]
-    assert clips.shape == (2, 3, 8, 32, 32) and targets.tolist() == [3, 3] and indices.tolist() == [0, 0]
+    assert clips.shape == (2, 8, 32, 32, 3) and targets.tolist() == [3, 3] and indices.tolist() == [0, 0]
     assert not torch.equal(clips[0], clips[1])  # two augmentations of the same frames
     xb, yb, ib = multiple_samples_collate([ds[0], ds[1]])
-    assert xb.shape == (4, 3, 8, 32, 32) and yb.tolist() == [3, 3, 1, 1] and ib.tolist() == [0, 0, 1, 1]
+    assert xb.shape == (4, 8, 32, 32, 3) and yb.tolist() == [3, 3, 1, 1] and ib.tolist() == [0, 0, 1, 1]
 
     reg = tmp_path / "reg.csv"
     reg.write_text(f"{grey80 / 'v'} 0.5 -0.25 1\n")
@@ -139,24 +170,12 @@ def test_finetune_train_items(grey80, tmp_path):
 
 def test_same_augmentation_on_every_frame(grey80, tmp_path):
     csv = make_csv(tmp_path, [(grey80 / "static", 0)])
-    ds = VideoClsDataset(csv, mode="train", input_size=48, num_frames=8, sampling_rate=1,
-                         reprob=1.0, remode="const")
+    ds = VideoClsDataset(csv, mode="train", input_size=48, num_frames=8, sampling_rate=1)
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     draws = [ds[0][0] for _ in range(8)]
     for clip in draws:   # identical input frames must stay identical after augmentation
-        assert all(torch.equal(clip[:, 0], clip[:, t]) for t in range(1, 8))
-    assert len({tuple(c[:, 0].flatten()[:64].tolist()) for c in draws}) == 8  # but vary per draw
-
-
-def test_erasing_box_is_shared_by_all_frames(grey80, tmp_path):
-    csv = make_csv(tmp_path, [(grey80 / "moving", 0)])
-    ds = VideoClsDataset(csv, mode="train", input_size=48, num_frames=8, sampling_rate=1,
-                         aa=None, reprob=1.0, remode="const")
-    torch.manual_seed(0), random.seed(0)
-    for _ in range(5):
-        erased = (ds[0][0] == 0).all(dim=0)   # (T, H, W): all channels exactly 0
-        assert 0 < erased[0].sum() < 48 * 48
-        assert all(torch.equal(erased[0], erased[t]) for t in range(8))
+        assert all(torch.equal(clip[0], clip[t]) for t in range(1, 8))
+    assert len({tuple(c[0].flatten()[:64].tolist()) for c in draws}) == 8  # but vary per draw
 
 
 def test_validation_is_one_deterministic_centre_clip(grey80, tmp_path):
@@ -191,8 +210,8 @@ def test_test_crops_differ_on_non_square_frames(grey80, tmp_path):
     ds = VideoClsDataset(csv, mode="test", input_size=48, num_frames=4, sampling_rate=1,
                          test_num_segment=1, test_num_crop=3)
     crops = [ds[i][0] for i in range(3)]
-    assert all(c.shape == (3, 4, 48, 48) for c in crops)
-    means = [float(c.mean()) for c in crops]
+    assert all(c.shape == (4, 48, 48, 3) for c in crops)
+    means = [float(c.float().mean()) for c in crops]
     assert means[0] < means[1] < means[2]     # left, centre, right of a left-to-right gradient
     one = VideoClsDataset(csv, mode="test", input_size=48, num_frames=4, sampling_rate=1,
                           test_num_segment=1, test_num_crop=1)

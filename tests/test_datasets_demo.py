@@ -70,8 +70,8 @@ def test_dataloader_two_workers_full_epoch(demo, backend):
     for _ in range(2):  # a second epoch in the same workers: readers closed cleanly in between
         seen = 0
         for clips, targets, indices in loader:
-            assert clips.shape[1:] == (3, 8, 32, 32) and targets.dtype == torch.int64
-            assert torch.isfinite(clips).all()
+            assert clips.shape[1:] == (8, 32, 32, 3) and clips.dtype == torch.uint8
+            assert targets.dtype == torch.int64
             seen += len(indices)
         assert seen == len(ds) == 24
 
@@ -80,7 +80,7 @@ def test_builders(demo, tmp_path):
     args = namespace(demo, num_sample=2)
     train = build_dataset("train", args)
     batch = multiple_samples_collate([train[0], train[1]])
-    assert batch[0].shape == (4, 3, 8, 32, 32) and batch[1].shape == (4,)
+    assert batch[0].shape == (4, 8, 32, 32, 3) and batch[1].shape == (4,)
     test = build_dataset("test", args)
     assert len(test) == 6 * 4 and test.num_views == 4
     assert len(test[5]) == 4 and test[5][2:] == (1, 1)
@@ -97,6 +97,6 @@ def test_builders(demo, tmp_path):
 
     pre = build_pretraining_dataset(namespace(demo))   # folder: takes pretrain.csv
     clip, mask, _ = pre[0]
-    assert clip.shape == (3, 8, 32, 32) and mask.shape == (4 * 2 * 2,) and int(mask.sum()) == 4 * 3
+    assert clip.shape == (8, 32, 32, 3) and mask.shape == (4 * 2 * 2,) and int(mask.sum()) == 4 * 3
     minimal = argparse.Namespace(data_path=str(demo / "pretrain.csv"))  # every other field defaulted
-    assert build_pretraining_dataset(minimal)[0][0].shape == (3, 16, 160, 160)
+    assert build_pretraining_dataset(minimal)[0][0].shape == (16, 160, 160, 3)

@@ -1,9 +1,10 @@
 """Command lines: release argument names, booleans that parse as booleans, and the shipped scripts."""
 import pytest
+import torch
 
 import run_finetune
 import run_pretrain
-
+from engine import runtime
 
 
 def test_booleans_parse_as_booleans():
@@ -66,3 +67,14 @@ def test_every_tool_option_explains_itself():
         assert "(default: " in parser.format_help(), info.name
         checked.append(info.name)
     assert {"predict", "extract_features", "visualize_reconstruction", "model_info"} <= set(checked)
+
+
+def test_auto_precision_is_bf16_on_cpus_with_native_bf16(monkeypatch):
+    caps = dict(torch.cpu.get_capabilities())
+    here = "bf16" if caps.get("avx512_bf16") or caps.get("amx_bf16") else "none"
+    assert runtime.precision("auto", "cpu") == here
+    for flags, want in (({"avx512_bf16": True}, "bf16"), ({"amx_bf16": True}, "bf16"), ({}, "none")):
+        fake = {**caps, "avx512_bf16": False, "amx_bf16": False, **flags}  # e.g. AVX-512 without BF16
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda fake=fake: fake)
+        assert runtime.precision("auto", "cpu") == want
+        assert runtime.precision("none", "cpu") == "none" and runtime.precision("fp16", "cpu") == "fp16"

@@ -22,6 +22,18 @@ def test_pretrain_writes_a_resumable_checkpoint(pretrained):
     assert list((pretrained.parent / "tb").glob("events.out.tfevents*"))
 
 
+def test_auto_precision_pretrains_in_bf16_on_a_cpu_with_native_bf16(demo, tmp_path):
+    import torch
+    caps = torch.cpu.get_capabilities()
+    want = "bf16" if caps.get("avx512_bf16") or caps.get("amx_bf16") else "none"
+    proc = run("run_pretrain.py", "--model", "pretrain_svfap_tiny_patch16_160", "--decoder_depth", "1",
+               "--data_path", demo / "pretrain.csv", "--data_root", demo, "--batch_size", "4", "--epochs", "1",
+               "--output_dir", tmp_path, *TINY, "--amp", "auto")
+    assert f'"amp": "{want}"' in proc.stdout
+    log = [json.loads(line) for line in (tmp_path / "log.txt").read_text().splitlines()]
+    assert 0 < log[-1]["train_loss"] < 10
+
+
 def test_finetune_from_pretraining_writes_reports(finetuned):
     out, proc = finetuned
     assert "loaded" in proc.stdout and "new (trained from scratch)" in proc.stdout

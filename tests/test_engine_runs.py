@@ -77,7 +77,8 @@ def test_resume_with_a_changed_option_refuses_and_says_how_to_proceed(demo, pret
 def test_eval_builds_the_model_and_clips_the_checkpoint_was_trained_with(demo, finetuned, tmp_path):
     out, _ = finetuned
     no_clip_flags = ["--model", "svfap_tiny_patch16_160", "--data_set", "custom", "--nb_classes", "6",
-                     "--batch_size", "4", "--num_workers", "0", "--device", "cpu", *data(demo), "--eval", "True",
+                     "--batch_size", "4", "--num_workers", "0", "--device", "cpu", "--amp", "none", *data(demo),
+                     "--eval", "True",
                      "--finetune", out / "checkpoint-best.pth"]
     ev = run("run_finetune.py", *no_clip_flags, "--output_dir", tmp_path / "eval")
     assert "from the checkpoint: " in ev.stdout and "input_size=64" in ev.stdout

@@ -37,6 +37,58 @@ def test_voxceleb2_scan_and_check(tmp_path, capsys):
     assert common.run(voxceleb2.main, ["--root", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
 
 
+def keyframes(path):
+    import av
+    with av.open(str(path)) as c:
+        return [i for i, pk in enumerate(p for p in c.demux(c.streams.video[0]) if p.size) if pk.is_keyframe]
+
+
+def test_voxceleb2_recrop_writes_the_face_box_and_the_loader_reads_either_form(tmp_path, capsys):
+    """--recrop: 160x160 face crops with short keyframe intervals, resumable, bad clips left out;
+    the pre-training loader (face_crop=True) gives the same clips from either form."""
+    import random
+
+    import torch
+
+    from datasets import PretrainDataset
+    from datasets.demo import render
+    root, rc, out = tmp_path / "vox", tmp_path / "recropped", tmp_path / "lists"
+    clips = {}
+    for k, name in enumerate(["id00012/abcDEF/00001.mp4", "id00012/abcDEF/00002.mp4"]):
+        clips[name] = render(k, 24, 224, np.random.default_rng(k))
+        (root / "dev/mp4" / name).parent.mkdir(parents=True, exist_ok=True)
+        video_io.write_mp4(str(root / "dev/mp4" / name), clips[name], gop=24)
+    (root / "dev/mp4/id00012/abcDEF/00003.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
+    args = ["--root", str(root), "--out", str(out), "--recrop", str(rc), "--gop", "8", "--workers", "2"]
+    voxceleb2.main(args)
+    assert "pre-train with --data_path" in capsys.readouterr().out
+    assert [r[0] for r in rows(out / "train.csv")] == [f"dev/mp4/{n}" for n in clips]
+    assert "00003.mp4" in (out / "undecodable.txt").read_text()
+    for name, frames in clips.items():
+        path = rc / "dev/mp4" / name
+        (crops,) = video_io.read_clips(str(path), lambda n: [list(range(n))])
+        (whole,) = video_io.read_clips(str(root / "dev/mp4" / name), lambda n: [list(range(n))])
+        assert crops.shape == (24, 160, 160, 3) and keyframes(path) == [0, 8, 16]
+        assert np.abs(crops.astype(int) - whole[:, :160, 32:192]).mean() < 2  # one more H.264 generation
+
+    done = rc / "dev/mp4/id00012/abcDEF/00001.mp4"
+    stamp = done.stat().st_mtime_ns
+    (rc / "dev/mp4/id00012/abcDEF/00002.mp4").unlink()
+    (rc / "dev/mp4/id00012/abcDEF/00002.partial.mp4").write_bytes(b"cut short")  # an interrupted run
+    voxceleb2.main(args)
+    assert done.stat().st_mtime_ns == stamp  # finished clips are kept
+    assert keyframes(rc / "dev/mp4/id00012/abcDEF/00002.mp4") == [0, 8, 16]
+    assert not list(rc.rglob("*.partial.mp4"))
+
+    loaded = []
+    for data_root in (root, rc):
+        ds = PretrainDataset(str(out / "train.csv"), data_root=str(data_root), face_crop=True, input_size=64,
+                             num_frames=8, sampling_rate=2)
+        random.seed(0), np.random.seed(0)
+        loaded.append(torch.stack([ds[i][0] for i in range(len(ds)) for _ in range(3)]).float())
+    assert (loaded[0] - loaded[1]).abs().mean() < 2  # the same crops: the face box is not taken twice
+
+
 def test_first_impressions(tmp_path, capsys):
     root = tmp_path / "fi"
     rng = np.random.default_rng(0)

@@ -22,8 +22,10 @@ NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 def quick_run(tmp_path_factory):
     md = tmp_path_factory.mktemp("bench") / "cpu.md"
     # One thread: on a busy shared CPU, two OpenMP threads make the tiny steps wait for each other.
+    # fp32: --amp auto would be bf16 on CPUs with native bf16.
     proc = subprocess.run([sys.executable, "-m", "tools.benchmark", "--quick", "--threads", "1", "--workers", "1", "2",
-                           "--markdown", str(md)], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           "--amp", "none", "--markdown", str(md)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout, md.read_text()
 
@@ -87,6 +89,18 @@ def test_markdown_matches_the_table(quick_run):
     assert "## Ratios" in md and "Targets" not in md and "docs/benchmarks.md" in md
 
 
+def test_precision_against_fp32_in_one_run():
+    """--vs_fp32 steps svfap_base in fp32 among the train rows and states the run's speed-up over it."""
+    proc = subprocess.run([sys.executable, "-m", "tools.benchmark", "--quick", "--threads", "1", "--only", "train",
+                           "--amp", "bf16", "--vs_fp32"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = table_rows(proc.stdout)
+    assert set(rows) == {"matmul 256x256 bf16", "train svfap_base", "train svfap_small", "train videomae_base",
+                         "train svfap_base fp32"}
+    assert NUMBER.match(rows["train svfap_base fp32"][7]) and rows["train svfap_base fp32"][8] == "speed vs train svfap_base"
+    assert re.search(r"svfap_base train step at the run's precision is \d+\.\d\dx as fast as in fp32", proc.stdout)
+
+
 def test_only_filters_rows_and_rejects_unknown_names():
     from tools.benchmark import steps as benchmark
 
@@ -99,13 +113,16 @@ def test_only_filters_rows_and_rejects_unknown_names():
 
 
 def test_loader_benchmark_prints_every_row_with_ratios():
-    """python -m tools.benchmark.loader on a tiny generated set: decode-only rows for both backends,
+    """python -m tools.benchmark.loader on tiny generated sets: decode-only rows for both backends,
     fine-tuning and pre-training loader rows for both backends, fine-tuning rows for frame
-    folders, each with a ratio."""
+    folders, each with a ratio; then CPU ms per delivered clip of every loader configuration,
+    against today's host-float path."""
     proc = subprocess.run([sys.executable, "-m", "tools.benchmark.loader", "--frames", "24", "--size", "64",
                            "--train_per_class", "1", "--num_frames", "4", "--sampling_rate", "2",
                            "--input_size", "32", "--gop", "8", "--workers", "0", "1", "--repeats", "1",
-                           "--min_clips", "4"], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           "--min_clips", "4", "--ft_size", "64", "--ft_frames", "16", "--cpu_rounds", "2",
+                           "--cpu_clips", "4", "--cpu_seconds", "0"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = re.findall(r"^  (.+?)\s+ours\s+([\d.]+)\s+naive\s+([\d.]+) clips/s\s+\(([\d.]+)x\)$",
                       proc.stdout, re.M)
@@ -118,6 +135,18 @@ def test_loader_benchmark_prints_every_row_with_ratios():
     assert len(rows) == 3 + 2 * 2 * 2 + 2
     assert all(float(v) > 0 for r in rows for v in r[1:])
 
+    assert re.search(r"recrop \(preprocess.voxceleb2 --recrop\): \d+ CPU ms per source clip", proc.stdout)
+    cpu = dict((m[0], m[1:]) for m in re.findall(
+        r"^  (.+?)\s+worker\s+([\d.]+) ms/clip \[[\d.]+-[\d.]+\]\s+main\s+([\d.]+) ms/clip(?:\s+([\d.]+)x less)?",
+        proc.stdout, re.M))
+    today = ["pre-training, host float (today)", "fine-tuning videos, host float (today)",
+             "fine-tuning jpg frame folders, host float (today)"]
+    ours = [f"pre-training{r}, uint8{k}" for r in ("", ", recropped") for k in ("", ", num_samples 4")]
+    ours += ["fine-tuning videos, uint8", "fine-tuning jpg frame folders, uint8"]
+    assert set(cpu) == set(today + ours)
+    for label, (worker, main, ratio) in cpu.items():
+        assert float(worker) > 0 and float(main) >= 0
+        assert (ratio == "") == (label in today)  # every new path is compared with today's
 
 def test_face_benchmark_prints_a_row_per_min_face(opencv_data):
     """python -m tools.benchmark.faces on every 9th frame of Megamind.avi: a row of numbers per

@@ -13,6 +13,7 @@ import torch
 import models  # noqa: F401
 from datasets import VideoClsDataset, read_annotations
 from datasets.demo import generate
+from datasets.transforms import normalize
 from engine.checkpoint import save_checkpoint, training_state
 from tools import extract_features as ef
 
@@ -74,7 +75,8 @@ def test_pooled_features_are_the_classifiers_input_on_the_validation_view(demo, 
     feats, _ = ef.load_features(str(tmp_path))
     ds = VideoClsDataset(str(demo / "test.csv"), mode="validation", num_frames=8, sampling_rate=2, input_size=64)
     with torch.no_grad():
-        _, expected = ckpts["fine_model"](torch.stack([ds[i][0] for i in range(len(ds))]), save_feature=True)
+        clips = normalize(torch.stack([ds[i][0] for i in range(len(ds))]))  # as the engine does on the device
+        _, expected = ckpts["fine_model"](clips, save_feature=True)
     np.testing.assert_allclose(feats, expected.numpy(), atol=1e-5)
 
 

@@ -16,6 +16,7 @@ from engine.checkpoint import save_checkpoint, training_state
 from test_datasets_readers import corrupt_tail
 from tools import predict
 from datasets.inference import ClipSpec
+from datasets.transforms import normalize
 
 ARCH = dict(img_size=64, all_frames=8, stage_depths=(1, 1, 1), embed_dim=64, num_heads=2)
 ARGS = {"model": "svfap_tiny_patch16_160", "input_size": 64, "num_frames": 8, "sampling_rate": 2,
@@ -117,8 +118,8 @@ def test_prediction_is_the_models_output_on_the_test_view(demo, checkpoint):
     (frames,) = read_clips(sample.path, lambda n: [np.asarray(result["windows"][0]["frames"])])
     from datasets import VideoClsDataset
     ds = VideoClsDataset(str(demo / "test.csv"), mode="validation", num_frames=8, sampling_rate=2, input_size=64)
-    clip = ds[0][0]
-    np.testing.assert_allclose(clip, ClipSpec(64)(frames))
+    clip = normalize(ds[0][0])  # the validation item, normalised as the engine does on the device
+    torch.testing.assert_close(clip, ClipSpec(64)(frames), rtol=0, atol=0)
     with torch.no_grad():
         expected = p.model(clip[None]).softmax(-1)[0].numpy()
     np.testing.assert_allclose([result["probs"][c] for c in p.names], expected, atol=1e-6)

@@ -1,6 +1,7 @@
-"""Clips per second of the training loaders (fine-tuning and pre-training), against a naive reader.
+"""Clips per second of the training loaders (fine-tuning and pre-training), against a naive reader, and
+their CPU time per delivered clip against today's host-float path.
 
-    python -m tools.benchmark.loader [--data DIR] [--frames 200] [--workers 1 2]
+    python -m tools.benchmark.loader [--data DIR] [--frames 200] [--workers 1 2] [--device cpu]
 
 Without --data, the demo generator writes a set in a temporary folder, by default
 shaped like the pre-training videos (VoxCeleb2: 224x224 at 25 fps, ~8 s, here with
@@ -20,6 +21,13 @@ The machine may be shared and its speed drifts: decode-only figures are the best
 --repeats runs; the loaders are timed in turn (ours, naive, ours, naive, ...) for
 --repeats rounds of at least --min_clips clips each, and a ratio is the median of the
 rounds' ratios, so a slow spell slows both sides of it alike.
+
+The last section (tools/benchmark/loader_cpu.py says how it is measured) gives CPU ms per
+delivered clip with one worker: the pre-training loader on the mp4s (face crop, multi-scale
+crop, tube mask), with --num_samples 1 and N, and on the same clips recropped by
+`preprocess.voxceleb2 --recrop` (whose own cost it prints), and the fine-tuning loader (full
+augmentation, random erasing 0.25) on a second generated set shaped like DFEW (--ft_size 256 px
+mp4s and jpg frame folders), each against today's host-float path.
 """
 from __future__ import annotations
 
@@ -34,12 +42,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from datasets.annotations import read_annotations
+from datasets.build import multiple_samples_collate
 from datasets.demo import generate
 from datasets.finetune import VideoClsDataset
 from datasets.pretrain import PretrainDataset
 from datasets.sampling import random_window
-from datasets.video_io import BACKENDS, FrameFolder, read_clips
+from datasets.video_io import BACKENDS, FrameFolder, count_frames, read_clips
 from engine.runtime import keep_freed_host_memory
+from preprocess.voxceleb2 import recrop_clip
+
+from . import loader_cpu
 
 
 def naive_read(path, choose):
@@ -122,6 +134,14 @@ def main(argv=None):
     ap.add_argument("--gop", type=int, default=25, help="keyframe interval of generated mp4s")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--min_clips", type=int, default=64, help="clips per timed loader round")
+    cpu = ap.add_argument_group("CPU per delivered clip (one worker)")
+    cpu.add_argument("--device", default="cpu", help="where the uint8 path's batch work runs (cpu, cuda)")
+    cpu.add_argument("--num_samples", type=int, default=4, help="repeated sampling measured besides 1")
+    cpu.add_argument("--ft_size", type=int, default=256, help="side of the generated fine-tuning set's frames")
+    cpu.add_argument("--ft_frames", type=int, default=64, help="frames per clip of the generated fine-tuning set")
+    cpu.add_argument("--cpu_rounds", type=int, default=5, help="rounds of the CPU measurement")
+    cpu.add_argument("--cpu_clips", type=int, default=48, help="clips per loader and round (and at least 1 s)")
+    cpu.add_argument("--cpu_seconds", type=float, default=1.0, help="least seconds per loader and round")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     keep_freed_host_memory()  # as the training entry points do on CPU; the workers inherit it
@@ -172,6 +192,86 @@ def main(argv=None):
                             label += f" ({backend})"
                         print(f"  {label:<40} ours {ours:7.1f}  naive {naive:7.1f} "
                               f"clips/s  ({ratio:.2f}x)", flush=True)
+        cpu_section(args, tmp, kinds["videos"], None if args.data else finetune_set(args, tmp))
+
+
+def write_csv(path, rows):
+    with open(path, "w") as f:
+        f.writelines(f"{p} {label}\n" for p, label in rows)
+    return path
+
+
+def finetune_set(args, tmp):
+    """Samples of a generated set shaped like DFEW's (--ft_size px, --ft_frames frames)."""
+    out = os.path.join(tmp, "finetune")
+    t = time.perf_counter()
+    generate(out, size=args.ft_size, frames=args.ft_frames, train_per_class=args.train_per_class, eval_per_class=0,
+             gop=args.gop)
+    print(f"\ngenerated the fine-tuning set ({args.ft_frames} frames of {args.ft_size}x{args.ft_size}) "
+          f"in {time.perf_counter() - t:.0f} s")
+    return read_annotations(os.path.join(out, "train.csv"))
+
+
+def recrop_all(videos, out):
+    """Recrop the pre-training mp4s into `out`; prints what it cost."""
+    start, frames, size, rows = time.process_time(), 0, [0, 0], []
+    for k, s in enumerate(videos):
+        dst = os.path.join(out, f"{k:04d}.mp4")
+        error = recrop_clip(s.path, dst)
+        if error:
+            raise RuntimeError(error)
+        frames += count_frames(dst)
+        size[0], size[1] = size[0] + os.path.getsize(s.path), size[1] + os.path.getsize(dst)
+        rows.append((dst, 0))
+    seconds = time.process_time() - start
+    print(f"  recrop (preprocess.voxceleb2 --recrop): {seconds / len(videos) * 1e3:.0f} CPU ms per source clip "
+          f"of {frames / len(videos):.0f} frames, {seconds / frames * 1e3:.1f} ms a frame; "
+          f"files {size[1] / size[0]:.0%} of the sources' size")
+    return rows
+
+
+def cpu_section(args, tmp, videos, ft_samples):
+    """CPU ms per delivered clip (one worker): both loaders, the uint8 path against today's host float."""
+    L = loader_cpu
+    clip = dict(num_frames=args.num_frames, sampling_rate=args.sampling_rate, input_size=args.input_size)
+    print(f"\nCPU ms per delivered clip, 1 worker, batches of {args.batch_size} clips, the batch work on "
+          f"{args.device}; median [min-max] of {args.cpu_rounds} rounds")
+    configs = []
+    if videos:
+        configs += pretrain_configs(args, tmp, videos, dict(face_crop=True, **clip))
+    samples = ft_samples if ft_samples is not None else read_annotations(os.path.join(args.data, "train.csv"))
+    kinds = {"videos": [s for s in samples if not os.path.isdir(s.path)],
+             "jpg frame folders": [s for s in samples if os.path.isdir(s.path) and any(
+                 n.lower().endswith((".jpg", ".jpeg")) for n in os.listdir(s.path))]}
+    for kind, subset in kinds.items():
+        if subset:
+            csv = write_csv(os.path.join(tmp, f"cpu_ft_{kind.split()[0]}.csv"), [(s.path, s.label) for s in subset])
+            ds = VideoClsDataset(csv, mode="train", **clip)
+            today = f"fine-tuning {kind}, host float (today)"
+            configs += [L.Config(today, L.HostFloat(ds, reprob=0.25), L.device_work(args.device, "finetune"),
+                                 batch_items=args.batch_size),
+                        L.Config(f"fine-tuning {kind}, uint8", ds, L.device_work(args.device, "finetune", reprob=0.25),
+                                 today, batch_items=args.batch_size)]
+    L.measure(configs, args.cpu_rounds, args.cpu_clips, args.cpu_seconds, args.device)
+    for line in L.report(configs):
+        print(line, flush=True)
+
+
+def pretrain_configs(args, tmp, videos, kw):
+    """Today's host float, then the uint8 path with --num_samples 1 and N, on the mp4s and recropped."""
+    L = loader_cpu
+    source = write_csv(os.path.join(tmp, "cpu_pretrain.csv"), [(s.path, 0) for s in videos])
+    recropped = write_csv(os.path.join(tmp, "cpu_recropped.csv"), recrop_all(videos, os.path.join(tmp, "recropped")))
+    work = L.device_work(args.device, "pretrain")
+    today = "pre-training, host float (today)"
+    configs = [L.Config(today, L.HostFloat(PretrainDataset(source, **kw)), work, batch_items=args.batch_size)]
+    for csv, name in ((source, "pre-training"), (recropped, "pre-training, recropped")):
+        for k in sorted({1, args.num_samples}):
+            configs.append(L.Config(
+                f"{name}, uint8" + (f", num_samples {k}" if k > 1 else ""), PretrainDataset(csv, num_samples=k, **kw),
+                work, today, batch_items=max(1, args.batch_size // k),
+                collate=multiple_samples_collate if k > 1 else None))
+    return configs
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from queue import Empty
 import torch
 
 from .report import Row
-from .workloads import build_model, make_step, median_seconds
+from .workloads import build_model, make_step, median_seconds, with_precision
 
 
 def memory_start(args):
@@ -32,7 +32,7 @@ def measure_step(row, args, warmup, repeats):
     """Seconds per step and peak memory; the memory is only meaningful in a fresh process on CPU."""
     start = memory_start(args)
     model = build_model(row.model, row.step == "pretrain", args, row.ckpt)
-    step = make_step(row.step, model, row.batch, args)
+    step = make_step(row.step, model, row.batch, with_precision(args, row.amp))
     seconds = median_seconds(step, warmup, repeats, args)
     mem = memory_peak_mb(start, args)
     del step, model

@@ -28,6 +28,7 @@ class Row:
     ratio: float | None = None
     vs: str = ""
     round_seconds: list | None = None  # step rows: one time per round of the interleaved steps
+    amp: str = ""  # a step row's precision when not the run's (--vs_fp32 rows: "none")
 
     @property
     def clips_per_s(self):
@@ -56,7 +57,11 @@ def add_ratios(rows):
     for r in rows:
         if not r.seconds or r.vs == "failed":
             continue
-        if r.group in ("train", "infer", "pretrain"):
+        if r.amp:
+            main = find(rows, f"{r.group} {r.model}")
+            if main:
+                r.ratio, r.vs = speed_ratio(r, main), f"speed vs {main.name}"
+        elif r.group in ("train", "infer", "pretrain"):
             base = find(rows, f"{r.group} {BASELINE}")
             if base:
                 r.ratio, r.vs = speed_ratio(r, base), f"speed vs {BASELINE}"
@@ -75,9 +80,13 @@ def ratio_lines(rows):
     for group, what in (("train", "train step"), ("infer", "inference"), ("pretrain", "pre-training step")):
         base = find(rows, f"{group} {BASELINE}")
         for r in rows:
-            if r.group == group and r.model != BASELINE and r.ratio and base:
+            if r.group == group and r.model != BASELINE and r.ratio and base and not r.amp:
                 lines.append(f"{r.model} {what} is {r.ratio:.2f}x {'faster than' if r.ratio >= 1 else 'as fast as'} {BASELINE} "
                              f"(per clip, batch {r.batch})")
+    for r in rows:
+        if r.amp and r.ratio:
+            lines.append(f"{r.model} {r.group} step at the run's precision is {1 / r.ratio:.2f}x as fast as in "
+                         f"{'fp32' if r.amp == 'none' else r.amp} (per clip, batch {r.batch})")
     for r in rows:
         if r.group == "memory" and r.ckpt and r.ratio:
             plain = find(rows, r.name[: -len(" ckpt")])

@@ -1,11 +1,12 @@
 """Side-by-side performance benchmark: SVFAP against the VideoMAE baseline, in one run.
 
-    python -m tools.benchmark [--device cuda] [--amp bf16|fp16] [--compile] [--markdown docs/benchmarks/cpu.md]
+    python -m tools.benchmark [--device cuda] [--amp bf16|fp16] [--vs_fp32] [--compile] [--markdown docs/benchmarks/cpu.md]
 
 Rows, all measured in this run on this machine:
   matmul    a large square matmul of the device and dtype: the practical peak
   train     fine-tuning step (forward, loss, backward, AdamW with layer decay) of
-            svfap_base, svfap_small and videomae_base at --batch_size
+            svfap_base, svfap_small and videomae_base at --batch_size (with --vs_fp32 also
+            svfap_base in fp32, against the run's precision)
   infer     forward in eval mode, no grad
   pretrain  masked-autoencoder step at mask ratio 0.9 (target, forward, loss, backward, AdamW)
   memory    the training steps again at --memory_batch, without and with activation checkpointing
@@ -29,7 +30,7 @@ from engine.runtime import PRECISIONS, keep_freed_host_memory, precision
 
 from .memory import FreshProcesses, measure_step, memory_peak_mb, memory_start
 from .report import Row, add_ratios, command_line, machine, ratio_lines, text_table, write_markdown
-from .workloads import MODELS, PRETRAIN_MODELS, build_model, make_step, matmul_peak, step_flops, sync
+from .workloads import MODELS, PRETRAIN_MODELS, build_model, make_step, matmul_peak, step_flops, sync, with_precision
 
 GROUPS = ["train", "infer", "pretrain", "memory", "loader"]
 
@@ -67,6 +68,9 @@ def plan(args):
     for group in ("train", "infer", "pretrain"):
         names = PRETRAIN_MODELS if group == "pretrain" else list(MODELS)
         rows += [Row(group, f"{group} {m}", args.batch_size, model=m, step=group) for m in names]
+    if args.vs_fp32 and args.amp_dtype is not None:  # the run's precision against fp32, stepped in turn
+        rows.insert([r.group for r in rows].index("infer"),
+                    Row("train", "train svfap_base fp32", args.batch_size, model="svfap_base", step="train", amp="none"))
     for step, names in (("train", list(MODELS)), ("pretrain", PRETRAIN_MODELS)):
         rows += [Row("memory", f"memory {step} {m}{' ckpt' if c else ''}", args.memory_batch, model=m, step=step,
                      ckpt=bool(c)) for m in names for c in (0, 1)]
@@ -93,7 +97,7 @@ def interleaved_seconds(rows, args):
         try:
             start = memory_start(args)  # on CUDA: this row's model, state and warm-up steps
             model = build_model(row.model, row.step == "pretrain", args, row.ckpt)
-            steps[row.name] = make_step(row.step, model, row.batch, args)
+            steps[row.name] = make_step(row.step, model, row.batch, with_precision(args, row.amp))
             for _ in range(max(args.warmup, 1)):
                 steps[row.name]()
             sync(args)
@@ -176,7 +180,9 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--amp", default="auto", choices=["auto", *PRECISIONS],
-                    help="autocast dtype; auto = bf16 on CUDA, none (fp32) on CPU")
+                    help="autocast dtype; auto = bf16 on CUDA and on CPUs with native bf16, else none (fp32)")
+    ap.add_argument("--vs_fp32", action="store_true",
+                    help="also step svfap_base in fp32 with the train rows: the speed-up of --amp over fp32")
     ap.add_argument("--compile", action="store_true", help="torch.compile the models (not the flop count)")
     ap.add_argument("--batch_size", type=int, help="step rows (default 2 on CPU, 32 on CUDA)")
     ap.add_argument("--memory_batch", type=int, default=8, help="checkpointing memory rows")

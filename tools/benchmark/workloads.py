@@ -93,6 +93,12 @@ def sdpa_context(args):
     return nullcontext()
 
 
+def with_precision(args, amp):
+    """``args`` with the autocast dtype of precision ``amp`` (a row's own), or as they are."""
+    from engine.runtime import PRECISIONS
+    return Namespace(**{**vars(args), "amp_dtype": PRECISIONS[amp]}) if amp else args
+
+
 def make_step(group, model, batch, args):
     """A callable running one step of ``group`` ('train', 'infer' or 'pretrain') on ``model``."""
     pretrain = group == "pretrain"
