@@ -54,7 +54,7 @@ def test_training_iteration_warns_and_replaces(mixed):
 
     pre = small(PretrainDataset, mixed / "mixed.csv", max_bad_fraction=0.9)
     with pytest.warns(BadSampleWarning, match="cut.mp4"):
-        assert pre[4][0].shape == (3, 4, 32, 32)
+        assert pre[4][0].shape == (4, 32, 32, 3)  # uint8 frames (T, H, W, 3)
 
 
 def test_strict_mode_raises_at_once(mixed):
