@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from engine.cli import HelpFormatter
 from preprocess.face_crop import read_frames
 from preprocess.faces import FaceDetector, centre_side
 
@@ -58,13 +59,18 @@ def video_row(frames, min_face, repeats):
             "jitter_p90": np.percentile(moves, 90), "size_jitter": np.mean(sizes), "ms": 1000 * min(times)}
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--video", default=str(OPENCV / "examples/data/Megamind.avi"))
-    p.add_argument("--min_face", type=float, nargs="+", default=[0.15, 0.2, 0.25, 0.3])
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--video", default=str(OPENCV / "examples/data/Megamind.avi"), help="video to detect faces in")
+    p.add_argument("--min_face", type=float, nargs="+", default=[0.15, 0.2, 0.25, 0.3],
+                   help="smallest face as a fraction of the frame's short side; one row each")
     p.add_argument("--step", type=int, default=1, help="use every n-th frame of the video")
-    p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args(argv)
+    p.add_argument("--repeats", type=int, default=3, help="timed passes over the frames (the fastest kept)")
+    return p
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
     frames = list(read_frames(args.video, args.step))
     h, w = frames[0].shape[:2]
     print(f"{args.video}: {len(frames)} frames of {w}x{h}")

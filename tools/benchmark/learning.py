@@ -11,15 +11,21 @@ import sys
 import time
 from pathlib import Path
 
+from engine.cli import HelpFormatter
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--out", default="demo_output/learning", help="working folder (demo data and runs)")
-    p.add_argument("--pt_epochs", type=int, default=4)
-    p.add_argument("--ft_epochs", type=int, default=40)
-    args = p.parse_args()
+    p.add_argument("--pt_epochs", type=int, default=4, help="pre-training epochs")
+    p.add_argument("--ft_epochs", type=int, default=40, help="fine-tuning epochs")
+    return p
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
     out = Path(args.out).resolve()
     data, runs = out / "data", out / "runs"
     if runs.exists():

@@ -48,6 +48,7 @@ from datasets.finetune import VideoClsDataset
 from datasets.pretrain import PretrainDataset
 from datasets.sampling import random_window
 from datasets.video_io import BACKENDS, FrameFolder, count_frames, read_clips
+from engine.cli import HelpFormatter
 from engine.runtime import keep_freed_host_memory
 from preprocess.voxceleb2 import recrop_clip
 
@@ -118,21 +119,21 @@ def decode_rate(paths, read, args):
     return len(paths) / (time.perf_counter() - start)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def get_parser():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--data", help="folder with train.csv (default: generate the demo set)")
     ap.add_argument("--frames", type=int, default=200, help="frames per generated clip")
     ap.add_argument("--size", type=int, default=224, help="side of generated frames")
-    ap.add_argument("--train_per_class", type=int, default=6)
-    ap.add_argument("--num_frames", type=int, default=16)
-    ap.add_argument("--sampling_rate", type=int, default=4)
-    ap.add_argument("--input_size", type=int, default=160)
-    ap.add_argument("--batch_size", type=int, default=8)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--train_per_class", type=int, default=6, help="generated training videos per class")
+    ap.add_argument("--num_frames", type=int, default=16, help="frames per clip")
+    ap.add_argument("--sampling_rate", type=int, default=4, help="stride between a clip's frames")
+    ap.add_argument("--input_size", type=int, default=160, help="side of the clips")
+    ap.add_argument("--batch_size", type=int, default=8, help="clips per batch")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="DataLoader worker counts, each measured")
     ap.add_argument("--backend", nargs="+", default=list(BACKENDS), choices=BACKENDS,
                     help="backends of the training loader, each measured in turn")
     ap.add_argument("--gop", type=int, default=25, help="keyframe interval of generated mp4s")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="decode-only runs (best kept) and timed loader rounds")
     ap.add_argument("--min_clips", type=int, default=64, help="clips per timed loader round")
     cpu = ap.add_argument_group("CPU per delivered clip (one worker)")
     cpu.add_argument("--device", default="cpu", help="where the uint8 path's batch work runs (cpu, cuda)")
@@ -142,7 +143,11 @@ def main(argv=None):
     cpu.add_argument("--cpu_rounds", type=int, default=5, help="rounds of the CPU measurement")
     cpu.add_argument("--cpu_clips", type=int, default=48, help="clips per loader and round (and at least 1 s)")
     cpu.add_argument("--cpu_seconds", type=float, default=1.0, help="least seconds per loader and round")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
     torch.set_num_threads(1)
     keep_freed_host_memory()  # as the training entry points do on CPU; the workers inherit it
 

@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from engine.cli import HelpFormatter
 from engine.runtime import PRECISIONS, keep_freed_host_memory, precision
 
 from .memory import FreshProcesses, measure_step, memory_peak_mb, memory_start
@@ -176,8 +177,8 @@ def measure_peak(args):
     return peak
 
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def get_parser():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--amp", default="auto", choices=["auto", *PRECISIONS],
                     help="autocast dtype; auto = bf16 on CUDA and on CPUs with native bf16, else none (fp32)")
@@ -186,12 +187,12 @@ def parse_args(argv=None):
     ap.add_argument("--compile", action="store_true", help="torch.compile the models (not the flop count)")
     ap.add_argument("--batch_size", type=int, help="step rows (default 2 on CPU, 32 on CUDA)")
     ap.add_argument("--memory_batch", type=int, default=8, help="checkpointing memory rows")
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps per row first (compilation falls here)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed steps per row (the median is reported)")
     ap.add_argument("--threads", type=int, help="torch threads (default: the cores available)")
     ap.add_argument("--workers", type=int, nargs="+", help="loader worker counts (default 1..cores)")
     ap.add_argument("--loader_clips", type=int, default=96, help="clips each loader configuration reads")
-    ap.add_argument("--loader_batch", type=int, default=8)
+    ap.add_argument("--loader_batch", type=int, default=8, help="clips per loader batch")
     ap.add_argument("--loader_size", type=int, default=224, help="side of the generated source frames")
     ap.add_argument("--loader_frames", type=int, default=64, help="frames per generated video")
     ap.add_argument("--loader_stride", type=int, default=4, help="sampling rate of the clips")
@@ -199,6 +200,11 @@ def parse_args(argv=None):
                     f"({', '.join(MODELS)}); the matmul peak always runs")
     ap.add_argument("--quick", action="store_true", help="tiny models and loader, few repeats (tests)")
     ap.add_argument("--markdown", help="also write the table as markdown to this file (docs/benchmarks/*.md)")
+    return ap
+
+
+def parse_args(argv=None):
+    ap = get_parser()
     args = ap.parse_args(argv)
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
