@@ -101,6 +101,24 @@ def test_precision_against_fp32_in_one_run():
     assert re.search(r"svfap_base train step at the run's precision is \d+\.\d\dx as fast as in fp32", proc.stdout)
 
 
+def test_end_to_end_rows_feed_the_pretraining_step_from_its_loader():
+    """--only e2e: pre-training fed by its loader with 1 worker, against the same step fed one batch
+    on the device, in the same rounds; the ratio line states the fraction of the model-only rate."""
+    proc = subprocess.run([sys.executable, "-m", "tools.benchmark", "--quick", "--threads", "1", "--only", "e2e",
+                           "--amp", "none", "--e2e_workers", "1"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = table_rows(proc.stdout)
+    assert set(rows) == {"matmul 256x256 fp32", "e2e pretrain svfap_base, model only", "e2e pretrain svfap_base, 1 worker"}
+    alone, fed = rows["e2e pretrain svfap_base, model only"], rows["e2e pretrain svfap_base, 1 worker"]
+    assert alone[1] == fed[1] == "4"  # --quick: 2 rounds of 2 steps each
+    for fields in (alone, fed):
+        assert NUMBER.match(fields[2]) and float(fields[3]) > 0 and NUMBER.match(fields[4])  # ms/step, clips/s, GFLOP/s
+    assert NUMBER.match(fed[7]) and fed[8] == "clips/s vs model only" and alone[7] == "-"
+    assert re.search(r"e2e pretrain svfap_base, 1 worker: [\d.]+ clips/s = \d+% of the same step fed one batch "
+                     r"on the device \([\d.]+ clips/s, in the same rounds\)", proc.stdout)
+
+
 def test_only_filters_rows_and_rejects_unknown_names():
     from tools.benchmark import steps as benchmark
 

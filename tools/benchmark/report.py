@@ -14,7 +14,7 @@ from .workloads import BASELINE
 
 @dataclass
 class Row:
-    group: str  # matmul, train, infer, pretrain, memory or loader
+    group: str  # matmul, train, infer, pretrain, memory, loader or e2e
     name: str
     batch: int
     model: str = ""
@@ -99,6 +99,11 @@ def ratio_lines(rows):
             lines.append(f"{r.name}: {r.clips_per_s:.1f} clips/s = {r.ratio:.2f}x what the svfap_base train step "
                          f"consumes ({model.clips_per_s:.2f} clips/s): "
                          f"{'input-bound' if r.ratio < 1 else 'not input-bound'}")
+    alone = find(rows, "e2e pretrain svfap_base, model only")
+    for r in rows:
+        if r.group == "e2e" and r.ratio:
+            lines.append(f"{r.name}: {r.clips_per_s:.2f} clips/s = {r.ratio:.0%} of the same step fed one batch on "
+                         f"the device ({alone.clips_per_s:.2f} clips/s, in the same rounds)")
     return lines
 
 

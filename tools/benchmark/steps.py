@@ -12,6 +12,9 @@ Rows, all measured in this run on this machine:
   memory    the training steps again at --memory_batch, without and with activation checkpointing
   loader    the fine-tuning training loader (VideoClsDataset over a generated demo set) for
             each --workers count, against the clips/s the svfap_base training step consumes
+  e2e       pre-training svfap_base fed by its loader (generated VoxCeleb2-shaped mp4s) with
+            --e2e_workers workers, against the same step fed one batch on the device (by default
+            on CUDA only; on CPU the workers and the model share the cores)
 
 docs/benchmarks.md says how each column is measured. --quick shrinks every model and the loader
 clips so that the whole run takes seconds (for tests; its numbers mean nothing).
@@ -29,11 +32,12 @@ import torch
 from engine.cli import HelpFormatter
 from engine.runtime import PRECISIONS, keep_freed_host_memory, precision
 
+from .end_to_end import e2e_rows
 from .memory import FreshProcesses, measure_step, memory_peak_mb, memory_start
 from .report import Row, add_ratios, command_line, machine, ratio_lines, text_table, write_markdown
 from .workloads import MODELS, PRETRAIN_MODELS, build_model, make_step, matmul_peak, step_flops, sync, with_precision
 
-GROUPS = ["train", "infer", "pretrain", "memory", "loader"]
+GROUPS = ["train", "infer", "pretrain", "memory", "loader", "e2e"]
 
 
 def loader_rows(args, workers_list):
@@ -165,6 +169,10 @@ def run(args):
         rows += loader_rows(args, args.workers)
         for r in rows[-len(args.workers):]:
             log(f"{r.name:<28} {r.clips_per_s:.1f} clips/s")
+    if "e2e" in (args.only or (["e2e"] if cuda else [])):
+        rows += e2e_rows(args)
+        for r in rows[-len(args.e2e_workers) - 1:]:
+            log(f"{r.name:<28} {r.clips_per_s:.2f} clips/s")
     peaks.append(measure_peak(args))
     add_ratios(rows)
     return min(peaks, key=lambda p: p.seconds), rows
@@ -196,6 +204,9 @@ def get_parser():
     ap.add_argument("--loader_size", type=int, default=224, help="side of the generated source frames")
     ap.add_argument("--loader_frames", type=int, default=64, help="frames per generated video")
     ap.add_argument("--loader_stride", type=int, default=4, help="sampling rate of the clips")
+    ap.add_argument("--e2e_workers", type=int, nargs="+",
+                    help="loader workers of the end-to-end rows (default: the cores available but one)")
+    ap.add_argument("--e2e_steps", type=int, default=20, help="steps per round of the end-to-end rows")
     ap.add_argument("--only", nargs="+", help=f"rows to run: groups ({', '.join(GROUPS)}) and/or model names "
                     f"({', '.join(MODELS)}); the matmul peak always runs")
     ap.add_argument("--quick", action="store_true", help="tiny models and loader, few repeats (tests)")
@@ -216,11 +227,13 @@ def parse_args(argv=None):
     cores = len(os.sched_getaffinity(0))
     args.threads = args.threads or cores
     args.workers = args.workers or list(range(1, cores + 1))
+    args.e2e_workers = args.e2e_workers or [max(1, cores - 1)]
     if args.quick:
         args.batch_size = args.batch_size or 1
         args.memory_batch, args.warmup, args.repeats = 2, 1, 2
         args.loader_clips, args.loader_batch, args.loader_size = 8, 2, 32
         args.loader_frames, args.loader_stride, args.workers = 16, 2, args.workers[:2]
+        args.e2e_steps = 2
     args.batch_size = args.batch_size or (32 if cuda else 2)
     amp = precision(args.amp, args.device)
     args.amp_dtype = PRECISIONS[amp]
