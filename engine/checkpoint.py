@@ -31,7 +31,7 @@ RUN_CONTROL = frozenset({
     "output_dir", "log_dir", "resume", "auto_resume", "force_resume", "start_epoch", "num_workers", "pin_mem",
     "print_freq", "device", "gpu", "rank", "local_rank", "distributed",
     "dist_timeout", "save_ckpt_freq", "keep_last", "trace_steps", "backend", "strict", "max_bad_fraction",
-    "data_root", "prefix_map", "dist_eval", "save_feature", "best_metric", "eval", "force_config", "compile",
+    "data_root", "prefix_map", "dist_eval", "save_feature", "best_metric", "eval", "force_config", "compile", "compile_mode",
     "class_names", "backbone",
 })
 

@@ -5,7 +5,7 @@ import torch
 
 from datasets.video_io import BACKENDS, DEFAULT_BACKEND
 
-from .runtime import PRECISIONS
+from .runtime import COMPILE_MODES, PRECISIONS
 
 
 def str2bool(value):
@@ -88,6 +88,9 @@ def add_common_args(p):
     p.add_argument("--start_epoch", default=0, type=int, help="first epoch (a resumed run continues where it stopped)")
     p.add_argument("--print_freq", default=20, type=int, help="iterations between progress lines")
     bool_arg(p, "--compile", False, "torch.compile the model (same numbers as eager, faster steps after warm-up)")
+    p.add_argument("--compile_mode", default="default", choices=COMPILE_MODES,
+                   help="torch.compile mode with --compile True; reduce-overhead uses CUDA graphs on GPUs "
+                        "(python -m tools.benchmark --compile --compile_mode ... measures them)")
     p.add_argument("--local_rank", "--local-rank", default=-1, type=int, help="ignored; torchrun sets LOCAL_RANK")
     p.add_argument("--dist_timeout", default=30, type=int,
                    help="minutes a process waits in a collective call for the others before the run fails")

@@ -83,6 +83,17 @@ def grad_scaler(device, dtype):
     return torch.amp.GradScaler(torch.device(device).type, enabled=enabled) if enabled else None
 
 
+# torch.compile's modes; the reduce-overhead ones capture CUDA graphs (no launch overhead per kernel).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compiled(module, mode="default"):
+    """``torch.compile(module)`` in one of :data:`COMPILE_MODES`."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; one of {', '.join(COMPILE_MODES)}")
+    return torch.compile(module, mode=None if mode == "default" else mode)
+
+
 def wrap_model(model, args, device):
     """The module the training loop calls: DDP when distributed, then ``torch.compile`` if asked.
 
@@ -93,5 +104,5 @@ def wrap_model(model, args, device):
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[args.gpu] if torch.device(device).type == "cuda" else None)
     if args.compile:
-        wrapped = torch.compile(wrapped)
+        wrapped = compiled(wrapped, args.compile_mode)
     return wrapped

@@ -102,3 +102,21 @@ def test_compiled_pretraining_forward_matches_eager():
         eager = model(x, mask)
         compiled = torch.compile(model, fullgraph=True)(x, mask, num_masked=count)
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-4)
+
+
+@needs_compiler
+def test_the_entry_points_compile_in_the_chosen_mode():
+    """--compile True --compile_mode reduce-overhead (CUDA graphs on a GPU; on CPU inductor alone)
+    wraps the model as the training loop calls it, with eager's outputs; an unknown mode is refused."""
+    from argparse import Namespace
+
+    from engine.runtime import compiled, wrap_model
+
+    model = finetune_model().eval()
+    x = torch.randn(2, 3, 16, 32, 32)
+    wrapped = wrap_model(model, Namespace(distributed=False, compile=True, compile_mode="reduce-overhead"), "cpu")
+    assert wrapped is not model and wrapped._orig_mod is model
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(x), model(x), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="reduce-overhead"):
+        compiled(model, "fastest")

@@ -13,14 +13,13 @@ import tempfile
 import time
 from argparse import Namespace
 
-import torch
 
 from datasets.annotations import read_annotations
 from datasets.demo import generate
 from datasets.pretrain import PretrainDataset
 from engine.loader import build_loader
 from engine.pretrain import reconstruction_loss
-from engine.runtime import grad_scaler
+from engine.runtime import compiled, grad_scaler
 from engine.train_step import Stepper
 
 from .report import Row
@@ -63,7 +62,7 @@ def e2e_rows(args):
     model = build_model(MODEL, True, args)
     _, frames, size, _ = clip_shape(model)
     flops = step_flops("pretrain", model, args) * args.batch_size
-    run = torch.compile(model) if args.compile else model
+    run = compiled(model, args.compile_mode) if args.compile else model
     stepper = Stepper(model, make_optimizer(model, args.batch_size, True), None,
                       grad_scaler(args.device, args.amp_dtype), Namespace(update_freq=1, clip_grad=None))
     with tempfile.TemporaryDirectory() as tmp:

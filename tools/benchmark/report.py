@@ -164,7 +164,7 @@ def write_markdown(path, peak, rows, lines, info):
         f"    {info['command']}",
         "",
         f"- machine: {info['machine']}",
-        f"- device: {info['device']}, precision: {info['dtype']}{', torch.compile' if info['compile'] else ''}",
+        f"- device: {info['device']}, precision: {info['dtype']}" + (f", torch.compile ({info['compile']})" if info["compile"] else ""),
         f"- date: {info['date']}; run took {info['wall']:.0f} s; load average at start / end: "
         f"{info['load'][0]:.2f} / {info['load'][1]:.2f}",
         "",

@@ -30,7 +30,7 @@ import time
 import torch
 
 from engine.cli import HelpFormatter
-from engine.runtime import PRECISIONS, keep_freed_host_memory, precision
+from engine.runtime import COMPILE_MODES, PRECISIONS, keep_freed_host_memory, precision
 
 from .end_to_end import e2e_rows
 from .memory import FreshProcesses, measure_step, memory_peak_mb, memory_start
@@ -193,6 +193,8 @@ def get_parser():
     ap.add_argument("--vs_fp32", action="store_true",
                     help="also step svfap_base in fp32 with the train rows: the speed-up of --amp over fp32")
     ap.add_argument("--compile", action="store_true", help="torch.compile the models (not the flop count)")
+    ap.add_argument("--compile_mode", default="default", choices=COMPILE_MODES,
+                    help="torch.compile mode with --compile (reduce-overhead: CUDA graphs)")
     ap.add_argument("--batch_size", type=int, help="step rows (default 2 on CPU, 32 on CUDA)")
     ap.add_argument("--memory_batch", type=int, default=8, help="checkpointing memory rows")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per row first (compilation falls here)")
@@ -248,7 +250,7 @@ def main(argv=None):
     if not args.device.startswith("cuda"):
         keep_freed_host_memory()  # as run_finetune / run_pretrain do on CPU
     load_start, wall = os.getloadavg()[0], time.perf_counter()
-    log(f"{machine(args)}\ndevice {args.device}, {args.dtype_name}{', compiled' if args.compile else ''}"
+    log(f"{machine(args)}\ndevice {args.device}, {args.dtype_name}{f', compiled ({args.compile_mode})' if args.compile else ''}"
         f"{', QUICK (tiny models: numbers mean nothing)' if args.quick else ''}")
     peak, rows = run(args)
     lines = ratio_lines(rows)
@@ -259,7 +261,7 @@ def main(argv=None):
         print(line)
     if args.markdown:
         info = dict(command=command_line(argv), machine=machine(args), device=args.device, dtype=args.dtype_name,
-                    compile=args.compile, date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                    compile=args.compile and args.compile_mode, date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                     wall=time.perf_counter() - wall, load=(load_start, os.getloadavg()[0]))
         write_markdown(args.markdown, peak, rows, lines, info)
         print(f"wrote {args.markdown}")

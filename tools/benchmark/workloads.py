@@ -13,7 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import models
 from datasets.masking import TubeMaskGenerator
-from engine.runtime import autocast, grad_scaler
+from engine.runtime import autocast, compiled, grad_scaler
 from engine.optim import build_optimizer
 from engine.pretrain import reconstruction_target
 from engine.train_step import Stepper
@@ -103,7 +103,7 @@ def make_step(group, model, batch, args):
     """A callable running one step of ``group`` ('train', 'infer' or 'pretrain') on ``model``."""
     pretrain = group == "pretrain"
     x, y = make_inputs(model, batch, pretrain, args)
-    run = torch.compile(model) if args.compile else model
+    run = compiled(model, args.compile_mode) if args.compile else model
     if group == "infer":
         model.eval()
 
