@@ -363,6 +363,8 @@ def iter_frames(path: str, step: int = 1, max_frames: int | None = None):
     except av.FFmpegError as e:
         raise VideoReadError(f"{path}: cannot open video ({e})") from e
     with container:
+        if not container.streams.video:
+            raise VideoReadError(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
         rgb, kept = VideoReformatter(), 0

@@ -23,6 +23,14 @@ class LayoutError(Exception):
     """The dataset root does not look like the official layout the script reads."""
 
 
+class RunError(Exception):
+    """The script cannot finish for a reason outside the data's layout (a full disk, a stop)."""
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.status = status
+
+
 def parser(doc: str, *, root_help: str = "official dataset root") -> argparse.ArgumentParser:
     # The module docstring is the --help text, so the files and columns a script reads are
     # documented in exactly one place.
@@ -33,12 +41,16 @@ def parser(doc: str, *, root_help: str = "official dataset root") -> argparse.Ar
 
 
 def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
-    """Run a script's main; a LayoutError becomes a one-line message and exit status 2."""
+    """Run a script's main; a LayoutError becomes a one-line message and exit status 2, a RunError
+    its message and its status."""
     try:
         main(argv)
     except LayoutError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.status
     return 0
 
 

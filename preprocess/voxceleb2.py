@@ -9,18 +9,22 @@ train.csv so that --data_path <out> works for run_pretrain.py like for fine-tuni
 
 With --recrop DIR (optional, offline, once) every clip is also written to DIR under the same
 relative path as the fixed upper-centre 160x160 face crop that pre-training takes (rows 0-160,
-cols 32-192; `--face_crop True`), H.264 with a keyframe every --gop frames, no B-frame pyramid
+cols 32-192 of VoxCeleb2's 224x224 frames; `--face_crop True`; the same box scaled, then resized to
+160x160, for other frame sizes), H.264 with a keyframe every --gop frames, no B-frame pyramid
 (every B-frame a non-reference frame the reader can skip) and x264's fast-decode tuning (CAVLC, no
 deblocking; about +10% in size): half the pixels to decode, each cheaper, and little decoding
 before a clip's first frame. Pre-train from it with --data_root DIR (same train.csv, same
 options: frames already of the face box's size are not cropped again). Audio is not copied.
-Resumable (finished clips are skipped, partial files replaced); clips that cannot be read are left
-out and listed like --check's. docs/speed.md has its cost and gain.
+Resumable (finished clips are skipped, partial files replaced; to rewrite with another --gop,
+delete DIR first); clips that cannot be read are left out and listed like --check's; a clip that
+cannot be written (disk full, read-only or wrong DIR) stops the run with an error, train.csv
+untouched. docs/speed.md has its cost and gain.
 """
 from __future__ import annotations
 
 import itertools
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -52,33 +56,54 @@ def decodable(path: str) -> tuple[str, str | None]:
     return path, check_sample(path)
 
 
-def recrop_clip(src: str, dst: str, gop: int = RECROP_GOP) -> str | None:
-    """Write the fixed face box of every frame of `src` to the mp4 `dst` (already there: nothing to
-    do). None when done, else why `src` could not be read."""
-    import av
+class RecropWriteError(Exception):
+    """A recropped clip could not be written: the run stops (nothing to do with the source clip)."""
 
-    from datasets.transforms import face_box
+
+def recrop_clip(src: str, dst: str, gop: int = RECROP_GOP) -> str | None:
+    """Write the fixed face box of every frame of `src` to the mp4 `dst` as 160x160 frames (already
+    there: nothing to do). None when done, else why `src` could not be read; a failure to write
+    `dst` raises RecropWriteError."""
+    import cv2
+
+    from datasets.transforms import RECROPPED_SIZE, face_box
     from datasets.video_io import VideoReadError, iter_frames, video_fps, write_mp4
 
     out = Path(dst)
     if out.exists():
         return None
     tmp = out.with_name(out.stem + ".partial" + out.suffix)  # renamed when complete
-    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def crops(first, frames):
+        top, left, h, w = face_box(*first.shape[:2])
+        for f in itertools.chain([first], frames):
+            crop = f[top:top + h, left:left + w]
+            # The loader knows a recropped clip by its size: other sources are resized to it.
+            yield crop if crop.shape[:2] == RECROPPED_SIZE else cv2.resize(crop, RECROPPED_SIZE[::-1],
+                                                                          interpolation=cv2.INTER_AREA)
     try:
         frames = iter_frames(src)
         first = next(frames, None)
         if first is None:
             raise VideoReadError(f"{src}: no video frames")
-        top, left, h, w = face_box(*first.shape[:2])
-        h, w = h - h % 2, w - w % 2  # yuv420p needs even sides
-        crops = (f[top:top + h, left:left + w] for f in itertools.chain([first], frames))
-        write_mp4(str(tmp), crops, fps=video_fps(src) or 25, gop=gop, options=RECROP_X264)
+        fps = video_fps(src) or 25
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(str(tmp), crops(first, frames), fps=fps, gop=gop, options=RECROP_X264)
         os.replace(tmp, out)
-    except (VideoReadError, av.FFmpegError, OSError) as e:
-        tmp.unlink(missing_ok=True)
+    except VideoReadError as e:
+        _remove(tmp)
         return str(e)
+    except Exception as e:  # the writing side: disk full, read-only or not a folder, encoder
+        _remove(tmp)
+        raise RecropWriteError(f"cannot write {tmp}: {e}") from None
     return None
+
+
+def _remove(path: Path):
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # e.g. a read-only file system: the rerun removes it
 
 
 def _recrop_job(job):
@@ -86,15 +111,28 @@ def _recrop_job(job):
     return src, recrop_clip(src, dst, gop)
 
 
+def _ignore_interrupts():
+    # Ctrl-C reaches the whole process group: the main process alone decides, and stops the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _pool_map(fn, jobs, workers: int, desc: str):
-    """(job's path, error or None) of `fn` over `jobs` in a process pool, with a progress bar."""
+    """(job's path, error or None) of `fn` over `jobs` in a process pool, with a progress bar.
+    Leaving early (an error, Ctrl-C, SIGTERM) terminates the workers."""
     import multiprocessing as mp
 
     from tqdm import tqdm
-    # Spawned, not forked: a fork copies locks held by the caller's threads (decoder, OpenMP),
-    # and a worker that needs one waits forever (seen in the test suite).
-    with mp.get_context("spawn").Pool(workers) as pool:
-        yield from tqdm(pool.imap_unordered(fn, jobs, chunksize=16), total=len(jobs), desc=desc, unit="clip")
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        # Spawned, not forked: a fork copies locks held by the caller's threads (decoder, OpenMP),
+        # and a worker that needs one waits forever (seen in the test suite).
+        with mp.get_context("spawn").Pool(workers, initializer=_ignore_interrupts) as pool:
+            yield from tqdm(pool.imap_unordered(fn, jobs, chunksize=16), total=len(jobs), desc=desc, unit="clip")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check(root: Path, clips: list[str], workers: int) -> dict[str, str]:
@@ -116,10 +154,13 @@ def main(argv=None):
     p.add_argument("--recrop", type=Path, metavar="DIR",
                    help="also write every clip's 160x160 face crop to DIR (see above; pre-train with --data_root DIR)")
     p.add_argument("--gop", type=int, default=RECROP_GOP, help="keyframe interval of the recropped clips")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes reading (and writing) clips in parallel")
     a = p.parse_args(argv)
     if a.gop < 1:
         raise common.LayoutError(f"--gop must be at least 1, not {a.gop}")
+    if a.workers < 1:
+        raise common.LayoutError(f"--workers must be at least 1, not {a.workers}")
     clips = scan(a.root)
     if not clips:
         raise common.LayoutError(f"no clips in {a.root}/dev/mp4/<speaker>/<video>/*.mp4")
@@ -129,7 +170,14 @@ def main(argv=None):
     if a.check or a.recrop:
         bad = check(a.root, clips, a.workers) if a.check else {}
         if a.recrop:
-            bad.update(recrop(a.root, [c for c in clips if c not in bad], a.recrop, a.workers, a.gop))
+            try:
+                bad.update(recrop(a.root, [c for c in clips if c not in bad], a.recrop, a.workers, a.gop))
+            except RecropWriteError as e:
+                raise common.RunError(f"{e}\nnothing was listed; finished clips are kept: rerun the same "
+                                      f"command to continue") from None
+            except KeyboardInterrupt:
+                raise common.RunError("stopped; finished clips are kept: rerun the same command to continue",
+                                      status=130) from None
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "undecodable.txt").write_text("".join(f"{c}\t{e}\n" for c, e in sorted(bad.items())))
         print(f"{len(bad)} undecodable clip(s) left out, listed in {a.out / 'undecodable.txt'}")

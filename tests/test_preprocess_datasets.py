@@ -89,6 +89,92 @@ def test_voxceleb2_recrop_writes_the_face_box_and_the_loader_reads_either_form(t
     assert (loaded[0] - loaded[1]).abs().mean() < 2  # the same crops: the face box is not taken twice
 
 
+def vox_copies(root, count, size=64, frames=24):
+    """A VoxCeleb2 layout of `count` copies of one generated clip."""
+    import shutil
+
+    from datasets.demo import render
+    first = root / "dev/mp4/id00001/vid/00000.mp4"
+    first.parent.mkdir(parents=True)
+    video_io.write_mp4(str(first), render(0, frames, size, np.random.default_rng(0)), gop=frames)
+    for k in range(1, count):
+        shutil.copy(first, first.with_name(f"{k:05d}.mp4"))
+    return root
+
+
+def test_recrop_writes_160_px_crops_from_frames_of_any_size(tmp_path):
+    """The loader knows a recropped clip by its 160x160 frames: the face box of a 64-px source is
+    resized to that, so pre-training with --face_crop True does not crop it a second time."""
+    root = vox_copies(tmp_path / "vox", 1)
+    dst = tmp_path / "rc.mp4"
+    assert voxceleb2.recrop_clip(str(root / "dev/mp4/id00001/vid/00000.mp4"), str(dst), gop=8) is None
+    (crops,) = video_io.read_clips(str(dst), lambda n: [list(range(n))])
+    assert crops.shape == (24, 160, 160, 3)
+
+
+def test_recrop_stops_on_a_full_disk_and_keeps_the_lists(tmp_path, capsys):
+    """A clip that cannot be written (here its partial file leads to /dev/full: "No space left on
+    device") stops the run with one error line and status 1; it is not taken for an unreadable
+    source, and the existing train.csv is left as it was."""
+    root, rc, out = vox_copies(tmp_path / "vox", 3), tmp_path / "rc", tmp_path / "lists"
+    out.mkdir()
+    (out / "train.csv").write_text("the previous list\n")
+    partial = rc / "dev/mp4/id00001/vid/00001.partial.mp4"
+    partial.parent.mkdir(parents=True)
+    partial.symlink_to("/dev/full")
+    status = common.run(voxceleb2.main, ["--root", str(root), "--out", str(out), "--recrop", str(rc),
+                                         "--workers", "1"])
+    err = capsys.readouterr().err
+    assert status == 1 and "error: cannot write" in err and "No space left on device" in err
+    assert "rerun the same command" in err
+    assert (out / "train.csv").read_text() == "the previous list\n" and not (out / "undecodable.txt").exists()
+    assert not partial.is_symlink()  # the partial file is removed
+    (rc / "dev/mp4/id00001/vid").mkdir(exist_ok=True)
+    assert common.run(voxceleb2.main, ["--root", str(root), "--out", str(out), "--recrop", str(rc)]) == 0
+    assert len(rows(out / "train.csv")) == 3 and len(list(rc.rglob("*.mp4"))) == 3  # the rerun finishes
+
+
+def test_recrop_rejects_a_file_as_its_folder_and_zero_workers(tmp_path, capsys):
+    root, out = vox_copies(tmp_path / "vox", 1), tmp_path / "lists"
+    (tmp_path / "afile").write_text("")
+    assert common.run(voxceleb2.main, ["--root", str(root), "--out", str(out), "--recrop",
+                                       str(tmp_path / "afile"), "--workers", "1"]) == 1
+    assert "error: cannot write" in capsys.readouterr().err and not (out / "train.csv").exists()
+    assert common.run(voxceleb2.main, ["--root", str(root), "--out", str(out), "--recrop", str(tmp_path / "rc"),
+                                       "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+
+
+def test_recrop_stopped_by_sigterm_stops_its_workers_and_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+    root, rc, out = vox_copies(tmp_path / "vox", 400, frames=48), tmp_path / "rc", tmp_path / "lists"
+    cmd = [sys.executable, "-m", "preprocess.voxceleb2", "--root", str(root), "--out", str(out), "--recrop", str(rc),
+           "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(rc.rglob("0000*.mp4")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    children = {int(c) for t in os.listdir(f"/proc/{proc.pid}/task")
+                for c in open(f"/proc/{proc.pid}/task/{t}/children").read().split()}
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "rerun the same command to continue" in err and "Traceback" not in err
+    assert children and len(list(rc.rglob("*.mp4"))) < 400  # stopped mid-run
+    time.sleep(2)
+    assert not [c for c in children if os.path.exists(f"/proc/{c}") and
+                open(f"/proc/{c}/stat").read().split()[2] != "Z"]  # no worker left running
+    assert not (out / "train.csv").exists()
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert len(rows(out / "train.csv")) == 400 and not list(rc.rglob("*.partial.mp4"))
+
+
 def test_first_impressions(tmp_path, capsys):
     root = tmp_path / "fi"
     rng = np.random.default_rng(0)
