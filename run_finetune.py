@@ -23,7 +23,7 @@ from engine.finetune import classification_loss, evaluate_records, predict
 from engine.interrupt import StopRequest, stop_run
 from engine.loader import build_loader, resumable_epochs
 from engine.logger import StepTrace, TensorboardLogger, append_log
-from engine.optim import Schedules, build_optimizer, effective_batch_size
+from engine.optim import Schedules, batch_line, build_optimizer
 from engine.options import add_common_args, bool_arg
 from engine.recipes import FINETUNE, parser_defaults
 from engine.reports import format_table, write_reports
@@ -186,9 +186,8 @@ def main(args, given=frozenset()):
                          prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
                          label_smoothing=args.smoothing, num_classes=info.num_outputs)
     criterion = criterion_for(args, info, mixup_fn)
-    print(f"{len(train_set)} train / {len(val_set)} val clips, {steps_per_epoch} steps/epoch, effective batch "
-          f"{effective_batch_size(args)}, lr {args.lr:.3e} (base {args.base_lr:.1e} x "
-          f"{effective_batch_size(args) / 256:.3f})")
+    print(f"{len(train_set)} train / {len(val_set)} val clips, {steps_per_epoch} steps/epoch, "
+          f"{batch_line(args)}")
 
     model_ddp = wrap_model(model, args, device)
     optimizer = build_optimizer(args, model)

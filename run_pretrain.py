@@ -16,7 +16,7 @@ from engine.config import resolve
 from engine.interrupt import StopRequest, stop_run
 from engine.loader import build_loader, resumable_epochs
 from engine.logger import StepTrace, TensorboardLogger, append_log
-from engine.optim import Schedules, build_optimizer, effective_batch_size
+from engine.optim import Schedules, batch_line, build_optimizer
 from engine.options import add_common_args, bool_arg
 from engine.pretrain import reconstruction_loss
 from engine.recipes import PRETRAIN, parser_defaults
@@ -65,8 +65,7 @@ def main(args):
     if steps_per_epoch == 0:
         raise UserError(f"{len(dataset)} clips give no full batch of {args.batch_size} x {args.world_size} "
                         f"processes; lower --batch_size")
-    print(f"{len(dataset)} clips, {steps_per_epoch} steps/epoch, effective batch {effective_batch_size(args)}, "
-          f"lr {args.lr:.3e} (base {args.base_lr:.1e} x {effective_batch_size(args) / 256:.3f})")
+    print(f"{len(dataset)} videos, {steps_per_epoch} steps/epoch, {batch_line(args)}")
 
     model_ddp = wrap_model(model, args, device)
     optimizer = build_optimizer(args, model)

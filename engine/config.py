@@ -33,6 +33,8 @@ def resolve(args, kind, given=frozenset()):
         args.val_metric = args.val_metric or info.metric
     else:
         info = get_dataset_info(args.data_set)
+    # Repeated sampling (--num_samples, the release's --num_sample) puts K clips of a video in a batch.
+    args.clips_per_video = args.num_sample if kind == "finetune" else args.num_samples
     args.sampling_rate = args.sampling_rate or info.sampling_rate
     args.patch_size = PATCH_SIZE
     if checkpoint is None:

@@ -7,7 +7,17 @@ from timm.scheduler import CosineLRScheduler
 
 
 def effective_batch_size(args):
-    return args.batch_size * args.update_freq * args.world_size
+    """Clips per optimisation step: repeated sampling counts, as in MAE-ST (the release's lr scaling
+    left its --num_sample out)."""
+    return args.batch_size * args.clips_per_video * args.update_freq * args.world_size
+
+
+def batch_line(args):
+    """What a step takes and the lr it gets, for the start of a run."""
+    k = args.clips_per_video
+    repeated = f" ({args.batch_size} videos x {k} clips per process and micro-batch)" if k > 1 else ""
+    return (f"effective batch {effective_batch_size(args)} clips{repeated}, lr {args.lr:.3e} "
+            f"(base {args.base_lr:.1e} x {effective_batch_size(args) / 256:.3f})")
 
 
 def scaled_lrs(args):

@@ -101,7 +101,7 @@ def check_args(args):
     """Values no run can use, as one user error before anything starts."""
     from .cli import UserError
     for name in ("batch_size", "epochs", "update_freq", "num_frames", "input_size", "tubelet_size", "print_freq",
-                 "save_ckpt_freq", "dist_timeout"):
+                 "save_ckpt_freq", "dist_timeout", "num_samples", "num_sample", "test_num_segment", "test_num_crop"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UserError(f"--{name} must be at least 1, not {value}")

@@ -112,7 +112,7 @@ def train_epoch(model, loader, stepper, compute_loss, epoch, steps_per_epoch, ar
     loss_sum = torch.zeros((), device=device) + (partial or {}).get("loss_sum", 0.0)
     count = (partial or {}).get("count", 0)
     iterator = logger.log_every(loader, args.print_freq, f"Epoch: [{epoch}]", start=start_it,
-                                samples_per_iter=args.batch_size * args.world_size)
+                                samples_per_iter=args.batch_size * args.clips_per_video * args.world_size)
     for it, batch, should_log in iterator:
         if it // stepper.update_freq >= steps_per_epoch:
             break

@@ -6,13 +6,13 @@ import pytest
 import timm
 
 import models  # noqa: F401
-from engine.optim import Schedules, build_optimizer, scaled_lrs
+from engine.optim import Schedules, batch_line, build_optimizer, scaled_lrs
 
 
 def _args(**kw):
     base = dict(opt="adamw", lr=1e-3, min_lr=1e-6, warmup_lr=1e-6, weight_decay=0.05, weight_decay_end=None,
                 layer_decay=0.75, opt_betas=[0.9, 0.999], opt_eps=1e-8, momentum=0.9, epochs=10, warmup_epochs=2,
-                warmup_steps=-1, batch_size=16, update_freq=2, world_size=4)
+                warmup_steps=-1, batch_size=16, update_freq=2, world_size=4, clips_per_video=1)
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -82,6 +82,17 @@ def test_lr_scaling_and_schedule_shape():
     assert wds[0] == pytest.approx(0.05) and wds[-1] == pytest.approx(0.05)
     # groups without weight decay stay at zero while the schedule runs
     assert all(g["weight_decay"] == 0 for g in opt.param_groups if not g["decays"])
+
+
+def test_repeated_sampling_counts_in_the_batch_and_the_lr():
+    """--num_samples / --num_sample K: a step takes K clips of each video; the lr is scaled by the
+    clips a step takes (as in MAE-ST), and the run's first lines say so."""
+    one, two = _args(), _args(clips_per_video=2)
+    assert scaled_lrs(two)["lr"] == pytest.approx(2 * scaled_lrs(one)["lr"])
+    vars(two).update(scaled_lrs(two))
+    assert batch_line(two).startswith("effective batch 256 clips (16 videos x 2 clips per process")
+    vars(one).update(scaled_lrs(one))
+    assert batch_line(one).startswith("effective batch 128 clips, lr 5.000e-04")
 
 
 def test_weight_decay_schedule_moves_to_end_value():

@@ -174,6 +174,10 @@ def test_pretraining_mistakes_end_in_one_error_line(demo, tmp_path):
     proc = run("run_pretrain.py", "--model", "pretrain_svfap_tiny_patch16_160", "--data_path", tmp_path / "x.csv",
                *TINY, check=False)
     assert proc.returncode == 2 and "annotation file not found" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run("run_pretrain.py", "--model", "pretrain_svfap_tiny_patch16_160", "--data_path", demo / "pretrain.csv",
+               *TINY, "--num_samples", "0", "--output_dir", tmp_path / "ns0", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --num_samples must be at least 1, not 0"
+    assert not (tmp_path / "ns0").exists()  # refused before anything is written
 
 
 def test_a_full_disk_is_named_and_leaves_no_partial_file(demo, pretrained, tmp_path):
