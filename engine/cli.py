@@ -10,7 +10,11 @@ EXIT_REQUEUE = 75
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """--help keeps the module docstring's layout and shows every option's default."""
+    """--help keeps the module docstring's layout and shows every option's default (an option
+    without one says in its help what happens when it is not given)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 class UserError(Exception):

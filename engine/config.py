@@ -21,7 +21,9 @@ def resolve(args, kind, given=frozenset()):
     typed on the command line. Returns ``(dataset info, the checkpoint --eval tests or None)``."""
     check_args(args)
     vars(args).update(dist.init_distributed_mode(args.device, args.dist_timeout))
-    args.amp = precision(args.amp, args.device)
+    requested, args.amp = args.amp, precision(args.amp, args.device)
+    if requested == "auto":
+        print(f"precision: {args.amp} (--amp auto on {args.device}: bf16 on CUDA and on CPUs with native bf16)")
     checkpoint = _evaluated_checkpoint(args, given) if getattr(args, "eval", False) else None
     if kind == "finetune":
         tuning_defaults(args, given)

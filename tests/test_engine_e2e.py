@@ -30,6 +30,7 @@ def test_auto_precision_pretrains_in_bf16_on_a_cpu_with_native_bf16(demo, tmp_pa
                "--data_path", demo / "pretrain.csv", "--data_root", demo, "--batch_size", "4", "--epochs", "1",
                "--output_dir", tmp_path, *TINY, "--amp", "auto")
     assert f'"amp": "{want}"' in proc.stdout
+    assert f"precision: {want} (--amp auto on cpu" in proc.stdout  # the choice is said at the start
     log = [json.loads(line) for line in (tmp_path / "log.txt").read_text().splitlines()]
     assert 0 < log[-1]["train_loss"] < 10
 

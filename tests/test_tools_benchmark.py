@@ -157,8 +157,8 @@ def test_loader_benchmark_prints_every_row_with_ratios():
     cpu = dict((m[0], m[1:]) for m in re.findall(
         r"^  (.+?)\s+worker\s+([\d.]+) ms/clip \[[\d.]+-[\d.]+\]\s+main\s+([\d.]+) ms/clip(?:\s+([\d.]+)x less)?",
         proc.stdout, re.M))
-    today = ["pre-training, host float (today)", "fine-tuning videos, host float (today)",
-             "fine-tuning jpg frame folders, host float (today)"]
+    today = ["pre-training, host float (old path)", "fine-tuning videos, host float (old path)",
+             "fine-tuning jpg frame folders, host float (old path)"]
     ours = [f"pre-training{r}, uint8{k}" for r in ("", ", recropped") for k in ("", ", num_samples 4")]
     ours += ["fine-tuning videos, uint8", "fine-tuning jpg frame folders, uint8"]
     assert set(cpu) == set(today + ours)

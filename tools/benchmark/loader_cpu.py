@@ -1,7 +1,7 @@
 """CPU milliseconds per delivered clip of the training loaders, with one worker: what sets how many
 GPUs a node's cores can feed.
 
-Each loader is measured side by side with today's host-float path (`HostFloat`: the worker
+Each loader is measured side by side with the old host-float path (`HostFloat`: the worker
 normalises, erases and collates float32 clips, as before the uint8 path) in one run. "worker" is
 the CPU time (user + system, from /proc) of the loader's worker process over whole epochs, divided
 by the clips delivered; it includes decoding, augmentation and collation into shared memory.
