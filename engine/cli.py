@@ -52,7 +52,7 @@ _KIND = {
 ADVICE = {
     "pick_model": lambda e: f"{e}\n  {_FIT}",
     "config_conflict": lambda e: "options that disagree with the checkpoint: " + "; ".join(
-        f"--{k} {_typed(mine)} (the checkpoint records {_typed(value)})" for k, (mine, value) in e.conflicts.items())
+        f"--{k} {mine} (the checkpoint records {value})" for k, (mine, value) in e.conflicts.items())
         + ". Drop them (the checkpoint's values are used), or add --force_config to use yours anyway",
     "tuned_checkpoint": lambda e: f"{e}. Evaluate it with --eval, continue it with --resume, or write it as a plain "
                                   f"checkpoint first: python -m tools.merge_lora CHECKPOINT --out FILE",
@@ -63,11 +63,6 @@ ADVICE = {
     "outputs": lambda e: f"--nb_classes / the checkpoint's args say {e.configured} outputs, but its classifier "
                          f"has {e.found}",
 }
-
-
-def _typed(value):
-    """A value as it is typed on the command line (lists space-separated)."""
-    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
 
 def exit_status(err):

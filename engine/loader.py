@@ -44,9 +44,9 @@ def build_loader(dataset, args, train, collate_fn=None):
 
 
 def _worker_init(worker_id):
-    # torch's worker loop has already seeded torch (base seed + worker id), numpy and random (each
-    # from a hash of the two) and set one torch thread; numpy and random are re-seeded here with
-    # torch's worker seed mod 2^32, as the release's seed_worker does, so a worker draws what it did.
+    # torch's worker loop has already seeded torch and random with its worker seed (base seed +
+    # worker id), numpy from a hash of the two, and set one torch thread; numpy and random are
+    # re-seeded here with the worker seed mod 2^32, as the release's seed_worker does.
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)

@@ -131,8 +131,8 @@ class VideoFeatureGetter(FeatureGetterNet):
     """timm's ``features_only`` wrapper around ``forward_intermediates``, with the video layouts
     (``NCTHW``) that timm's image ``Format`` does not know."""
 
-    def __init__(self, model, out_indices, output_fmt="NCTHW", norm=False):
-        super().__init__(model, out_indices, norm=norm)
+    def __init__(self, model, out_indices, output_fmt="NCTHW"):
+        super().__init__(model, out_indices)
         self.output_fmt = output_fmt
 
 
@@ -155,8 +155,7 @@ def _build(cls, variant, defaults, pretrained, kwargs):
     if pretrained:
         _check_source(cfg, variant)
     features = kwargs.pop("features_only", False)
-    feature_cfg = dict(out_indices=kwargs.pop("out_indices", None), output_fmt=kwargs.pop("output_fmt", "NCTHW"),
-                       norm=kwargs.pop("feature_norm", False))
+    feature_cfg = dict(out_indices=kwargs.pop("out_indices", None), output_fmt=kwargs.pop("output_fmt", "NCTHW"))
     if "norm_eps" in kwargs:  # convenience for configs that state the LayerNorm eps
         kwargs["norm_layer"] = partial(nn.LayerNorm, eps=kwargs.pop("norm_eps"))
     kwargs = {**defaults, **kwargs}

@@ -18,8 +18,8 @@ class Draws(torch.utils.data.Dataset):
 
 
 def test_workers_seed_numpy_and_random_as_the_release_does():
-    # torch seeds each worker's torch with base seed + worker id (and numpy and random from a hash
-    # of the two); the workers here re-seed numpy and random with that seed mod 2^32, as the
+    # torch seeds each worker's torch and random with base seed + worker id, and numpy from a hash
+    # of the two; the workers here re-seed numpy and random with that seed mod 2^32, as the
     # release's seed_worker does, and use one torch thread.
     args = SimpleNamespace(seed=0, num_workers=2, batch_size=1, pin_mem=False, device="cpu", dist_eval=False)
     torch.manual_seed(3)

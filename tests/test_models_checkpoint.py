@@ -163,3 +163,21 @@ def test_keys_saved_from_a_compiled_ddp_model_load(tmp_path):
     assert epoch == 1
     with torch.no_grad():
         torch.testing.assert_close(run(x), expected, rtol=0, atol=0)
+
+
+def test_errors_carry_their_facts_across_processes():
+    # from_rank0 hands rank 0's exception to the other ranks by pickling it
+    import pickle
+
+    from engine.cli import exit_status, message
+    from models import CheckpointReadError, WeightsMismatchError
+    from models.from_checkpoint import ConfigConflictError
+    for err in (WeightsMismatchError("checkpoint", 3, ["a: checkpoint (2,), model (3,)"], ["b"], [], (768, 512)),
+                CheckpointReadError("x.pth", None), ConfigConflictError({"num_frames": (8, 16)})):
+        again = pickle.loads(pickle.dumps(err))
+        assert type(again) is type(err) and str(again) == str(err) and vars(again) == vars(err)
+        assert exit_status(again) == 2 and message(again) == message(err)
+    assert "768 wide but the model is 512 wide" in message(err := WeightsMismatchError("x", widths=(768, 512)))
+    assert message(err).endswith("or check the file with `python -m tools.model_info --checkpoint`")
+    assert message(ConfigConflictError({"num_frames": (8, 16)})).startswith(
+        "options that disagree with the checkpoint: --num_frames 8 (the checkpoint records 16)")
