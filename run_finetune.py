@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.utils import ModelEmaV3
+from timm.utils import ModelEmaV3, random_seed
 
 from datasets.build import build_dataset, multiple_samples_collate
 from datasets.registry import DATASETS
@@ -27,13 +27,13 @@ from engine.optim import Schedules, batch_line, build_optimizer
 from engine.options import add_common_args, bool_arg
 from engine.recipes import FINETUNE, parser_defaults
 from engine.reports import format_table, write_reports
-from engine.runtime import PRECISIONS, grad_scaler, keep_freed_host_memory, seed_everything, wrap_model
+from engine.runtime import PRECISIONS, grad_scaler, keep_freed_host_memory, wrap_model
 from engine.train_step import Stepper, train_epoch
 from engine.tuning import add_tuning_args, setup_tuning
-from models import MODEL_NAMES, create_model, load_pretrained
-from models.checkpoint import read_checkpoint
+from models import MODEL_NAMES, create_model, load_pretrained, read_checkpoint
 from models.factory import config_kwargs
-from models.tuning import is_tuned_checkpoint, load_model_state, load_tuned
+from models.from_checkpoint import load_tuned
+from models.tuning import is_tuned_checkpoint, load_model_state, parameter_counts
 
 TASKS = ("classification", "regression", "clip_classification")
 
@@ -57,6 +57,8 @@ def get_args_parser():
     p.add_argument("--attn_drop_rate", default=0.0, type=float, help="attention dropout")
     p.add_argument("--init_scale", type=float, help="scale of the new classifier's initial weights")
     bool_arg(p, "--use_mean_pooling", True, "mean over tokens then fc_norm (else the first token)")
+    p.add_argument("--use_cls", dest="use_mean_pooling", action="store_false", default=argparse.SUPPRESS,
+                   help="the release's spelling of --use_mean_pooling False")
     bool_arg(p, "--keep_temporal_dim", False, "one output per frame instead of per clip")
     # augmentation (docs/recipes.md)
     p.add_argument("--aa", type=str, help="timm RandAugment string, the same draw for every frame ('' = none)")
@@ -64,7 +66,8 @@ def get_args_parser():
     p.add_argument("--reprob", type=float, help="random erasing probability (one box for all frames)")
     p.add_argument("--remode", default="pixel", type=str, help="random erasing fill: pixel, rand or const")
     p.add_argument("--recount", default=1, type=int, help="random erasing boxes per clip")
-    p.add_argument("--num_sample", type=int, help="repeated augmentation: clips per video per step")
+    p.add_argument("--num_sample", "--num_samples", dest="num_sample", type=int,
+                   help="repeated augmentation: clips per video per step")
     p.add_argument("--short_side_size", default=None, type=int, help="resize before the test crop (default: input)")
     p.add_argument("--train_crop_scale", default=[0.08, 1.0], type=float, nargs=2,
                    help="area range of the random resized crop")
@@ -89,6 +92,8 @@ def get_args_parser():
     p.add_argument("--test_num_crop", type=int, help="spatial crops per test clip")
     p.add_argument("--val_metric", default=None, type=str, help="picks the best checkpoint (the dataset's if unset)")
     p.add_argument("--val_freq", default=1, type=int, help="validate every this many epochs")
+    bool_arg(p, "--disable_eval_during_finetuning", False,
+             "no validation while training (no best checkpoint): the last epoch's model is tested")
     bool_arg(p, "--save_feature", False, "also save pooled test features (features.npy + features_index.csv)")
     bool_arg(p, "--model_ema", False, "keep an exponential moving average of the weights")
     p.add_argument("--model_ema_decay", default=0.9999, type=float, help="EMA decay per step")
@@ -155,7 +160,7 @@ def main(args, given=frozenset()):
     device = torch.device(args.device)
     if device.type == "cpu":
         keep_freed_host_memory()
-    seed_everything(args.seed, dist.get_rank())
+    random_seed(args.seed, dist.get_rank())
     amp = PRECISIONS[args.amp]
     names = list(info.classes or info.targets)
     print(f"args: {json.dumps(vars(args), default=str)}")
@@ -169,11 +174,12 @@ def main(args, given=frozenset()):
         dist.cleanup()
         return 0
 
+    validate = not args.disable_eval_during_finetuning
     train_set = build_dataset("train", args)
-    val_set = build_dataset("val", args)
+    val_set = build_dataset("val", args) if validate else []
     collate = multiple_samples_collate if args.num_sample > 1 else None
     train_loader = build_loader(train_set, args, train=True, collate_fn=collate)
-    val_loader = build_loader(val_set, args, train=False)
+    val_loader = build_loader(val_set, args, train=False) if validate else None
     steps_per_epoch = len(train_loader) // args.update_freq
     if steps_per_epoch == 0:
         raise UserError(f"{len(train_set)} training clips give no full batch; lower --batch_size")
@@ -194,7 +200,7 @@ def main(args, given=frozenset()):
     scaler = grad_scaler(device, amp)
     schedules = Schedules(args, optimizer, steps_per_epoch)
     model_ema = ModelEmaV3(model, decay=args.model_ema_decay) if args.model_ema else None
-    checkpointer = Checkpointer(args.output_dir, args.keep_last)
+    checkpointer = Checkpointer(args.output_dir, args.keep_last, save=args.save_ckpt)
     checkpointer.remove_stale_temps()
     start_epoch, start_it, resumed = resume(args, checkpointer, model, optimizer, scaler, model_ema)
     start_epoch = max(args.start_epoch, start_epoch)
@@ -212,7 +218,9 @@ def main(args, given=frozenset()):
     def state(epoch, **extra):
         return training_state(model, optimizer, scaler, model_ema, args, epoch, best=best_score, **extra)
 
-    print(f"start training for {args.epochs} epochs from epoch {start_epoch}; best checkpoint by {args.val_metric}")
+    n_parameters = parameter_counts(model)[0]  # trained ones, as mae and VideoMAE log them
+    print(f"start training for {args.epochs} epochs from epoch {start_epoch}; "
+          + (f"best checkpoint by {args.val_metric}" if validate else "no validation: the last epoch is tested"))
     start = time.time()
     with StopRequest() as stop:
         for epoch, skip in resumable_epochs(train_loader, start_epoch, start_it, args.epochs):
@@ -221,9 +229,9 @@ def main(args, given=frozenset()):
             if "stopped_at" in stats:
                 trace.close()
                 return stop_run(stop, checkpointer, state, epoch, stats["stopped_at"], stats["partial"])
-            record = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch}
+            record = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch, "n_parameters": n_parameters}
             last = epoch + 1 == args.epochs
-            if (epoch + 1) % args.val_freq == 0 or last:
+            if validate and ((epoch + 1) % args.val_freq == 0 or last):
                 records, _ = predict(eval_model(), val_loader, device, amp, args, header="Val:")
                 _, val_metrics = evaluate_records(records, val_set, info, names, args)
                 score = val_metrics[args.val_metric]
@@ -246,7 +254,8 @@ def main(args, given=frozenset()):
     trace.close()
     print(f"training time {datetime.timedelta(seconds=int(time.time() - start))}")
 
-    best = os.path.join(args.output_dir, BEST) if args.output_dir else ""
+    # The best checkpoint of this run, when it writes one (not with --no_save_ckpt or without validation).
+    best = os.path.join(args.output_dir, BEST) if args.output_dir and args.save_ckpt and validate else ""
     if best and dist.from_rank0(lambda: os.path.exists(best)):
         load_model_state(model, load_on_all_ranks(best)["model"])
         print(f"testing the best checkpoint ({args.val_metric} {best_score:.4f})")

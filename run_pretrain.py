@@ -7,6 +7,7 @@ import sys
 import time
 
 import torch
+from timm.utils import random_seed
 
 from datasets.build import build_pretraining_dataset, multiple_samples_collate
 from engine import distributed as dist
@@ -20,10 +21,11 @@ from engine.optim import Schedules, batch_line, build_optimizer
 from engine.options import add_common_args, bool_arg
 from engine.pretrain import reconstruction_loss
 from engine.recipes import PRETRAIN, parser_defaults
-from engine.runtime import PRECISIONS, grad_scaler, keep_freed_host_memory, seed_everything, wrap_model
+from engine.runtime import PRECISIONS, grad_scaler, keep_freed_host_memory, wrap_model
 from engine.train_step import Stepper, train_epoch
 from models import MODEL_NAMES, create_model
 from models.factory import config_kwargs
+from models.tuning import parameter_counts
 
 
 def get_args_parser():
@@ -34,9 +36,11 @@ def get_args_parser():
     p.add_argument("--decoder_depth", type=int, help="decoder blocks")
     p.add_argument("--mask_type", choices=["tube"], help="one random spatial mask shared by all time steps")
     p.add_argument("--mask_ratio", type=float, help="fraction of the spatial positions masked")
-    bool_arg(p, "--normlize_target", True, "per-tubelet normalised pixel targets (the release's spelling)")
+    bool_arg(p, "--normlize_target", True, "per-tubelet normalised pixel targets (the release's spelling)",
+             aliases=("--normalize_target",))
     bool_arg(p, "--face_crop", False, "fixed upper-centre 160x160 crop of 224x224 face tracks (VoxCeleb2)")
-    p.add_argument("--num_samples", default=1, type=int, help="clips sampled per decoded video")
+    p.add_argument("--num_samples", "--num_sample", dest="num_samples", default=1, type=int,
+                   help="clips sampled per decoded video")
     p.add_argument("--data_set", default="VOXCELEB2", help="the pre-training set (its registry entry)")
     p.set_defaults(save_ckpt_freq=10, **parser_defaults(PRETRAIN))
     return p
@@ -47,7 +51,7 @@ def main(args):
     device = torch.device(args.device)
     if device.type == "cpu":
         keep_freed_host_memory()
-    seed_everything(args.seed, dist.get_rank())
+    random_seed(args.seed, dist.get_rank())
     amp = PRECISIONS[args.amp]
     print(f"args: {json.dumps(vars(args), default=str)}")
 
@@ -56,7 +60,8 @@ def main(args):
     if args.grad_checkpointing:
         model.set_grad_checkpointing(True)
     model.to(device)
-    print(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    n_parameters = parameter_counts(model)[0]  # trained ones, as mae and VideoMAE log them
+    print(f"model {args.model}: {n_parameters / 1e6:.2f}M parameters")
 
     dataset = build_pretraining_dataset(args)
     collate = multiple_samples_collate if args.num_samples > 1 else None
@@ -71,7 +76,7 @@ def main(args):
     optimizer = build_optimizer(args, model)
     scaler = grad_scaler(device, amp)
     schedules = Schedules(args, optimizer, steps_per_epoch)
-    checkpointer = Checkpointer(args.output_dir, args.keep_last)
+    checkpointer = Checkpointer(args.output_dir, args.keep_last, save=args.save_ckpt)
     checkpointer.remove_stale_temps()
     start_epoch, start_it, resumed = resume(args, checkpointer, model, optimizer, scaler)
     start_epoch = max(args.start_epoch, start_epoch)
@@ -100,7 +105,8 @@ def main(args):
                 checkpointer.save_epoch(epoch, state(epoch))
             tb.update(head="epoch", step=epoch, **stats)
             tb.flush()
-            append_log(args.output_dir, {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch})
+            append_log(args.output_dir, {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch,
+                                         "n_parameters": n_parameters})
             if not math.isfinite(stats["loss"]):
                 raise RunError(f"epoch {epoch}: non-finite mean loss")
             if not last and stop.requested():

@@ -15,6 +15,7 @@ from typing import Iterable, Mapping
 
 class AnnotationError(ValueError):
     """A malformed annotation line; the message starts with `file:line:`."""
+    user_error = True  # the command line prints one error line (engine/cli.py)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 class DatasetSpecError(ValueError):
     """An unknown dataset name, or options that do not fit the dataset."""
+    user_error = True  # the command line prints one error line (engine/cli.py)
 
 
 def _folds(n):

@@ -22,10 +22,12 @@ DEFAULT_MAX_BAD_FRACTION = 0.01
 
 class BadSampleError(RuntimeError):
     """A bad sample in strict mode."""
+    user_error = True  # the command line prints one error line (engine/cli.py)
 
 
 class TooManyBadSamples(RuntimeError):
     """More bad samples than the dataset's cap allows; the message lists them."""
+    user_error = True  # the command line prints one error line (engine/cli.py)
 
 
 class BadSampleWarning(UserWarning):

@@ -23,25 +23,20 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageEnhance
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.data.auto_augment import rand_augment_transform
 from timm.data.random_erasing import RandomErasing
 from torchvision.transforms import RandomResizedCrop
+
+from .face_box import FACE_BOX_224, RECROPPED_SIZE, face_box  # noqa: F401  (T.face_box, the pipeline's)
 
 # Augmentation runs in DataLoader workers, which are the parallelism: OpenCV's own thread pool
 # would oversubscribe the cores, and its threads make forking the process unsafe.
 cv2.setNumThreads(1)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+_MEAN = torch.tensor(IMAGENET_DEFAULT_MEAN).view(3, 1, 1, 1)
+_STD = torch.tensor(IMAGENET_DEFAULT_STD).view(3, 1, 1, 1)
 
-# Fixed face crop of the release for 224x224 VoxCeleb2 face tracks: rows 0-160,
-# cols 32-192 (upper centre, where the face sits). Other frame sizes get the
-# same box scaled proportionally, except frames of the box's own size: those are
-# taken as already cropped (what `python -m preprocess.voxceleb2 --recrop` writes).
-FACE_BOX_224 = (0, 32, 160, 160)  # top, left, height, width
-RECROPPED_SIZE = FACE_BOX_224[2:]
 
 
 def to_clip_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -85,16 +80,6 @@ def to_model_input(clip: torch.Tensor) -> torch.Tensor:
 def denormalize(clip: torch.Tensor) -> torch.Tensor:
     """Inverse of `normalize`: `(..., 3, T, H, W)` clips with values in [0, 1]."""
     return clip * _constants(clip.device, "std") + _constants(clip.device, "mean")
-
-
-def face_box(height: int, width: int) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of the face in a frame of this size (the whole frame when it is
-    already the face box's size, i.e. recropped)."""
-    if (height, width) == RECROPPED_SIZE:
-        return 0, 0, height, width
-    top, left, h, w = FACE_BOX_224
-    return (round(top * height / 224), round(left * width / 224),
-            round(h * height / 224), round(w * width / 224))
 
 
 def resized_crop(clip, top, left, height, width, size) -> torch.Tensor:

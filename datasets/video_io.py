@@ -44,6 +44,7 @@ DEFAULT_BACKEND = "pyav"
 
 class VideoReadError(RuntimeError):
     """A sample that cannot be read; the message names the path and the reason."""
+    user_error = True  # the command line prints one error line (engine/cli.py)
 
 
 def natural_key(name) -> list:

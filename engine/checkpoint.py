@@ -15,7 +15,7 @@ import shutil
 
 import torch
 
-from models.checkpoint import CheckpointReadError, load_checkpoint_file
+from models import CheckpointReadError, load_checkpoint_file
 from models.tuning import checkpoint_record, load_model_state, model_state, same_backbone
 
 from .cli import RunError, UserError
@@ -31,7 +31,7 @@ RUN_CONTROL = frozenset({
     "output_dir", "log_dir", "resume", "auto_resume", "force_resume", "start_epoch", "num_workers", "pin_mem",
     "print_freq", "device", "gpu", "rank", "local_rank", "distributed",
     "dist_timeout", "save_ckpt_freq", "keep_last", "trace_steps", "backend", "strict", "max_bad_fraction",
-    "data_root", "prefix_map", "dist_eval", "save_feature", "best_metric", "eval", "force_config", "compile", "compile_mode",
+    "data_root", "prefix_map", "dist_eval", "save_feature", "eval", "force_config", "compile", "compile_mode", "save_ckpt",
     "class_names", "backbone",
 })
 
@@ -133,9 +133,10 @@ def resume_position(ckpt):
 class Checkpointer:
     """The checkpoint files of one run folder: saving, retention, stale temporary files, resume."""
 
-    def __init__(self, output_dir, keep_last=None):
+    def __init__(self, output_dir, keep_last=None, save=True):
         self.output_dir = output_dir
         self.keep_last = keep_last
+        self.saving = save  # --no_save_ckpt: this run writes no checkpoint (it may still resume one)
 
     def path(self, name):
         return os.path.join(self.output_dir, name)
@@ -161,12 +162,12 @@ class Checkpointer:
             print(f"removed {len(stale)} partial checkpoint file(s) of interrupted runs ({_mb(size)})")
 
     def save(self, name, state):
-        if self.output_dir:
+        if self.output_dir and self.saving:
             save_checkpoint(self.path(name), state)
 
     def save_epoch(self, epoch, state):
         """``checkpoint-<epoch>.pth``; a stop checkpoint it supersedes and old ones beyond --keep_last go."""
-        if not self.output_dir or not is_main_process():
+        if not self.output_dir or not self.saving or not is_main_process():
             return
         self.save(f"checkpoint-{epoch}.pth", state)
         if os.path.exists(self.path(LATEST)):

@@ -19,28 +19,71 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 class UserError(Exception):
     """A mistake the user can fix (a missing file, a wrong option): one ``error:`` line, exit 2."""
+    user_error = True
 
 
 class RunError(Exception):
-    """The run cannot go on for a reason outside the code (disk full, diverged): ``error:``, exit 1."""
+    """The run cannot go on for a reason outside the code (disk full, diverged, a stop): ``error:``
+    and ``status`` (1 unless said)."""
+
+    def __init__(self, message, status=1):
+        super().__init__(message)
+        self.status = status
+
+    def __reduce__(self):  # picklable with its status (ranks pass errors on)
+        return type(self), (str(self), self.status)
 
 
-def _user_error_types():
-    # Imported here: the tools that need none of these must not pay for importing torch.
-    from datasets.annotations import AnnotationError
-    from datasets.registry import DatasetSpecError
-    from datasets.robust import BadSampleError, TooManyBadSamples
-    from datasets.video_io import VideoReadError
-    from models.checkpoint import CheckpointMismatchError, CheckpointReadError
-    from models.factory import UnknownModelError
-    return (UserError, AnnotationError, DatasetSpecError, CheckpointMismatchError, CheckpointReadError,
-            BadSampleError, TooManyBadSamples, UnknownModelError, VideoReadError)
+# What the user can do about a library error (models/, datasets/), in this command line's words,
+# by the error's ``advice``; each takes the error and returns the whole message.
+_FIT = ("pick the matching --model / --input_size / --num_frames / --stage_depths, or check the file with "
+        "`python -m tools.model_info --checkpoint`")
+_BACKBONE = {
+    "missing": lambda e: f"{e}; say where it is now with --backbone PATH",
+    "moved_missing": lambda e: f"--backbone {e.path}: no such file",
+    "differs": str,
+    "other_run": lambda e: f"--finetune {e}",
+}
+_KIND = {
+    "pretrain": "predicting needs a fine-tuned one; for features use python -m tools.extract_features",
+    "finetune": "give a pre-training checkpoint",
+    "no_classifier": "it cannot predict",
+}
+ADVICE = {
+    "pick_model": lambda e: f"{e}\n  {_FIT}",
+    "config_conflict": lambda e: "options that disagree with the checkpoint: " + "; ".join(
+        f"--{k} {mine} (the checkpoint records {value})" for k, (mine, value) in e.conflicts.items())
+        + ". Drop them (the checkpoint's values are used), or add --force_config to use yours anyway",
+    "tuned_checkpoint": lambda e: f"{e}. Evaluate it with --eval, continue it with --resume, or write it as a plain "
+                                  f"checkpoint first: python -m tools.merge_lora CHECKPOINT --out FILE",
+    "backbone": lambda e: _BACKBONE[e.reason](e),
+    "tuning": lambda e: f"{e} " + ("(--tuning full)" if e.mode == "full"
+                                   else "(other --lora_rank / --lora_targets / --lora_blocks / classes?)"),
+    "checkpoint_kind": lambda e: f"{e}: {_KIND[e.found]}",
+    "outputs": lambda e: f"--nb_classes / the checkpoint's args say {e.configured} outputs, but its classifier "
+                         f"has {e.found}",
+}
 
 
-def _message(err):
-    """The exception's own message; one re-raised from a DataLoader worker carries the worker's
-    traceback as its text, of which only the final ``Type: message`` part is for the user."""
-    text = str(err)
+def exit_status(err):
+    """The exit status of an error that ends in one ``error:`` line, or None for a bug (traceback).
+
+    Library errors declare that they are the user's to fix with ``user_error = True`` (models/ and
+    datasets/ do not import this module).
+    """
+    if isinstance(err, RunError):
+        return err.status
+    if getattr(err, "user_error", False):
+        return EXIT_USER_ERROR
+    return None
+
+
+def message(err):
+    """The ``error:`` text: the exception's own message in command-line words; one re-raised from a
+    DataLoader worker carries the worker's traceback as its text, of which only the final
+    ``Type: message`` part is for the user."""
+    advice = ADVICE.get(getattr(err, "advice", None))
+    text = advice(err) if advice is not None else str(err)
     marker = f"{type(err).__name__}: "
     if "Original Traceback" in text and marker in text:
         text = text[text.rindex(marker) + len(marker):]
@@ -48,19 +91,19 @@ def _message(err):
 
 
 def run_entry(main, *args, **kwargs):
-    """Call ``main``; user mistakes and run failures become an ``error:`` line and an exit status.
+    """Call ``main``; user mistakes and run failures become an ``error:`` line and an exit status
+    (``main``'s own, 0 when it returns None).
 
     Anything else is a bug and keeps its traceback.
     """
-    from engine.train_step import NonFiniteLossError
     try:
-        return main(*args, **kwargs)
-    except _user_error_types() as e:
-        print(f"error: {_message(e)}", file=sys.stderr, flush=True)
-        return EXIT_USER_ERROR
-    except (RunError, NonFiniteLossError) as e:
-        print(f"error: {_message(e)}", file=sys.stderr, flush=True)
-        return 1
+        status = main(*args, **kwargs)
+    except Exception as e:
+        status = exit_status(e)
+        if status is None:
+            raise
+        print(f"error: {message(e)}", file=sys.stderr, flush=True)
+    return 0 if status is None else status
 
 
 def explicit_options(parser, argv=None):
@@ -82,39 +125,3 @@ def explicit_options(parser, argv=None):
 def int_list(value):
     """``'12 6 3'`` or ``12,6,3`` → ``[12, 6, 3]`` (a list-valued option in one word)."""
     return [int(v) for v in str(value).replace(",", " ").split()]
-
-
-def add_model_options(parser):
-    """Options of the tools that restate what a checkpoint records (all default to the checkpoint's
-    values; one that disagrees is an error unless ``--force_config``)."""
-    g = parser.add_argument_group("model and clips (default: what the checkpoint records)")
-    g.add_argument("--model", default=None, help="registered model name")
-    g.add_argument("--input_size", type=int, default=None, help="clip side in pixels")
-    g.add_argument("--num_frames", type=int, default=None, help="frames per clip")
-    g.add_argument("--sampling_rate", type=int, default=None, help="frame stride inside a clip")
-    g.add_argument("--tubelet_size", type=int, default=None, help="frames per token")
-    g.add_argument("--short_side_size", type=int, default=None, help="resize before the centre crop")
-    g.add_argument("--stage_depths", type=int_list, default=None, help="e.g. '12 6 3' or 12,6,3")
-    g.add_argument("--num_bottleneck_tokens", type=int_list, default=None, help="bottleneck tokens per time step")
-    g.add_argument("--embed_dim", type=int, default=None, help="only for models trained with a custom width")
-    g.add_argument("--num_heads", type=int, default=None, help="attention heads (with --embed_dim)")
-    g.add_argument("--temporal_kernel_size", type=int, default=None, help="time steps merged per pyramid stage")
-    g.add_argument("--data_set", default=None, help="registered dataset name (class names), or custom")
-    g.add_argument("--nb_classes", type=int, default=None, help="outputs of the classifier")
-    g.add_argument("--task", default=None, choices=["classification", "regression", "clip_classification"],
-                   help="what the outputs are (the dataset's)")
-    g.add_argument("--force_config", action="store_true",
-                   help="let these options override what the checkpoint records (a conflict is an error otherwise)")
-    g.add_argument("--backbone", default=None,
-                   help="a linear/LoRA checkpoint's backbone file, if it moved from the path the checkpoint records")
-    return g
-
-
-def typed_options(args):
-    """``{option: value}`` of the model options a tool's user gave (their default is None), with
-    ``backbone`` (which ``models.checkpoint.model_from_checkpoint`` reads); ``args`` is a namespace or a dict."""
-    from models.checkpoint import CLIP_KEYS, MODEL_KEYS, OUTPUT_KEYS
-    values = args if isinstance(args, dict) else vars(args)
-    # --class_names only names what is shown: it may differ from what the checkpoint recorded.
-    keys = tuple(k for k in MODEL_KEYS + CLIP_KEYS + OUTPUT_KEYS if k != "class_names") + ("backbone",)
-    return {k: v for k, v in values.items() if k in keys and v is not None}

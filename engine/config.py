@@ -5,8 +5,9 @@ import os
 from dataclasses import replace
 
 from datasets.registry import get_dataset_info, read_class_names
-from models.checkpoint import CLIP_KEYS, MODEL_KEYS, checkpoint_args, checkpoint_config, read_checkpoint
-from models.factory import PATCH_SIZE
+from models import checkpoint_args, read_checkpoint
+from models.from_checkpoint import CLIP_KEYS, MODEL_KEYS, checkpoint_config
+from models.variants import PATCH_SIZE
 
 from . import distributed as dist
 from .cli import UserError

@@ -5,6 +5,9 @@ import signal
 import sys
 import threading
 
+from . import distributed as dist
+from .checkpoint import LATEST
+from .cli import EXIT_REQUEUE
 from .distributed import any_rank, get_rank, is_dist
 
 SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s is not None)
@@ -61,15 +64,14 @@ def stop_run(stop, checkpointer, state, epoch, iteration=0, partial=None, saved=
     ``epoch``/``iteration`` is where training continues; ``state(last_epoch, **extra)`` builds the
     checkpoint; ``saved``: the epoch checkpoint just written already holds this position.
     """
-    from . import distributed as dist
-    from .checkpoint import LATEST
-    from .cli import EXIT_REQUEUE
-    if not saved:
+    if not saved and checkpointer.saving:
         extra = {"partial": partial} if partial else {}
         checkpointer.save(LATEST, state(epoch - 1, resume={"epoch": epoch, "iteration": iteration}, **extra))
     where = f"epoch {epoch}" + (f", iteration {iteration}" if iteration else "")
     why = stop.signal or "a stop request on another process"
-    if checkpointer.output_dir:
+    if not checkpointer.saving:
+        print(f"stopped by {why} at {where}; nothing was saved (--no_save_ckpt)", flush=True)
+    elif checkpointer.output_dir:
         path = checkpointer.path(LATEST if not saved else f"checkpoint-{epoch - 1}.pth")
         print(f"stopped by {why}; {path} holds the run up to {where}: rerun the same command to continue "
               f"(exit status {EXIT_REQUEUE})", flush=True)

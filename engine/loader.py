@@ -4,6 +4,9 @@ import random
 import numpy as np
 import torch
 
+from .distributed import get_rank, get_world_size, is_dist
+from .interrupt import ignore_stop_signals
+
 
 class EpochSampler(torch.utils.data.DistributedSampler):
     """This process's share of a permutation fixed by (seed, epoch), whatever the number of processes
@@ -26,8 +29,6 @@ class EpochSampler(torch.utils.data.DistributedSampler):
 
 
 def build_loader(dataset, args, train, collate_fn=None):
-    from .distributed import get_rank, get_world_size, is_dist
-
     if train:
         sampler = EpochSampler(dataset, get_world_size(), get_rank(), args.seed)
     elif is_dist() and getattr(args, "dist_eval", True):
@@ -43,12 +44,12 @@ def build_loader(dataset, args, train, collate_fn=None):
 
 
 def _worker_init(worker_id):
-    # Decoders and numpy get their own seeds per worker; torch threads stay at 1 inside workers.
-    from .interrupt import ignore_stop_signals
+    # torch's worker loop has already seeded torch and random with its worker seed (base seed +
+    # worker id), numpy from a hash of the two, and set one torch thread; numpy and random are
+    # re-seeded here with the worker seed mod 2^32, as the release's seed_worker does.
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
-    torch.set_num_threads(1)
     ignore_stop_signals()
 
 

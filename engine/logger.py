@@ -8,6 +8,7 @@ from collections import defaultdict, deque
 import torch
 
 from .distributed import is_main_process
+from .metrics import finite_metrics
 
 
 class SmoothedValue:
@@ -83,6 +84,8 @@ class MetricLogger:
                 extra = ""
                 if samples_per_iter:
                     extra = f"  clips/s: {samples_per_iter / max(iter_time.avg, 1e-9):.1f}"
+                if torch.cuda.is_initialized():  # a run on the GPU (mae's and VideoMAE's progress lines say it too)
+                    extra += f"  max mem: {torch.cuda.max_memory_allocated() / 2 ** 20:.0f} MB"
                 print(f"{header} [{i:>{width}}/{total}]  eta: {eta}  {self}  time: {iter_time}  data: {data_time}"
                       f"{extra}", flush=True)
             end = time.time()
@@ -95,7 +98,7 @@ class TensorboardLogger:
     def __init__(self, log_dir):
         self.writer = None
         if log_dir and is_main_process():
-            from tensorboardX import SummaryWriter
+            from tensorboardX import SummaryWriter  # only where a run writes TensorBoard logs
             os.makedirs(log_dir, exist_ok=True)
             self.writer = SummaryWriter(logdir=log_dir)
 
@@ -134,6 +137,5 @@ class StepTrace:
 def append_log(output_dir, record):
     """One JSON object per epoch in ``log.txt`` (main process only)."""
     if output_dir and is_main_process():
-        from .metrics import finite_metrics
         with open(os.path.join(output_dir, "log.txt"), "a") as f:
             f.write(json.dumps(finite_metrics(record), allow_nan=False) + "\n")

@@ -1,10 +1,14 @@
-"""The options both entry points share, and the checks of their values."""
+"""The options both entry points share, the model options of the tools, and the checks of their values."""
 import argparse
 
+import timm
 import torch
 
+import models
 from datasets.video_io import BACKENDS, DEFAULT_BACKEND
+from models.from_checkpoint import CLIP_KEYS, MODEL_KEYS, OUTPUT_KEYS
 
+from .cli import UserError, int_list
 from .runtime import COMPILE_MODES, PRECISIONS
 
 
@@ -20,8 +24,13 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
 
 
-def bool_arg(parser, name, default, help=""):
-    parser.add_argument(name, type=str2bool, nargs="?", const=True, default=default, help=help)
+def bool_arg(parser, name, default, help="", aliases=()):
+    """One boolean option in every spelling the release and VideoMAE use: ``--name`` (True),
+    ``--name True/False`` and ``--no_name`` (False); ``aliases`` are other names of the same option."""
+    dest = name.lstrip("-")
+    parser.add_argument(name, *aliases, dest=dest, type=str2bool, nargs="?", const=True, default=default, help=help)
+    parser.add_argument(*(f"--no_{n.lstrip('-')}" for n in (name, *aliases)), dest=dest, action="store_false",
+                        default=argparse.SUPPRESS, help=f"{name} False")
 
 
 def add_common_args(p):
@@ -40,7 +49,8 @@ def add_common_args(p):
                    help="bottleneck tokens per time step, one value or one per later stage (model default)")
     p.add_argument("--temporal_kernel_size", default=None, type=int,
                    help="time steps merged by each temporal-pyramid stage (model default)")
-    bool_arg(p, "--grad_checkpointing", False, "recompute activations in the backward pass (less memory)")
+    bool_arg(p, "--grad_checkpointing", False, "recompute activations in the backward pass (less memory)",
+             aliases=("--use_checkpoint",))
     # optimisation
     p.add_argument("--opt", default="adamw", type=str, help="optimizer, any name timm's create_optimizer_v2 knows")
     p.add_argument("--opt_eps", type=float, help="optimizer epsilon")
@@ -80,6 +90,7 @@ def add_common_args(p):
     bool_arg(p, "--auto_resume", True, "continue from the newest complete checkpoint in --output_dir")
     bool_arg(p, "--force_resume", False, "resume even when result-changing options differ from the checkpoint's "
                                          "(by default that is refused, with the list of differences)")
+    bool_arg(p, "--save_ckpt", True, "write checkpoints (--no_save_ckpt: none, not even on a stop request)")
     p.add_argument("--save_ckpt_freq", default=10, type=int, help="write checkpoint-N.pth every this many epochs")
     p.add_argument("--keep_last", default=None, type=int,
                    help="keep only the newest K periodic checkpoints (best and latest are always kept)")
@@ -99,7 +110,6 @@ def add_common_args(p):
 
 def check_args(args):
     """Values no run can use, as one user error before anything starts."""
-    from .cli import UserError
     for name in ("batch_size", "epochs", "update_freq", "num_frames", "input_size", "tubelet_size", "print_freq",
                  "save_ckpt_freq", "dist_timeout", "num_samples", "num_sample", "test_num_segment", "test_num_crop"):
         value = getattr(args, name, None)
@@ -113,7 +123,40 @@ def check_args(args):
         raise UserError(f"--max_bad_fraction must be between 0 and 1, not {args.max_bad_fraction}")
     if args.num_frames % args.tubelet_size:
         raise UserError(f"--num_frames {args.num_frames} is not a multiple of --tubelet_size {args.tubelet_size}")
-    import timm
     if not timm.is_model(args.model):
-        import models
         raise UserError(f"unknown --model {args.model!r}; registered: {', '.join(models.MODEL_NAMES)}")
+
+
+def add_model_options(parser):
+    """Options of the tools that restate what a checkpoint records (all default to the checkpoint's
+    values; one that disagrees is an error unless ``--force_config``)."""
+    g = parser.add_argument_group("model and clips (default: what the checkpoint records)")
+    g.add_argument("--model", default=None, help="registered model name")
+    g.add_argument("--input_size", type=int, default=None, help="clip side in pixels")
+    g.add_argument("--num_frames", type=int, default=None, help="frames per clip")
+    g.add_argument("--sampling_rate", type=int, default=None, help="frame stride inside a clip")
+    g.add_argument("--tubelet_size", type=int, default=None, help="frames per token")
+    g.add_argument("--short_side_size", type=int, default=None, help="resize before the centre crop")
+    g.add_argument("--stage_depths", type=int_list, default=None, help="e.g. '12 6 3' or 12,6,3")
+    g.add_argument("--num_bottleneck_tokens", type=int_list, default=None, help="bottleneck tokens per time step")
+    g.add_argument("--embed_dim", type=int, default=None, help="only for models trained with a custom width")
+    g.add_argument("--num_heads", type=int, default=None, help="attention heads (with --embed_dim)")
+    g.add_argument("--temporal_kernel_size", type=int, default=None, help="time steps merged per pyramid stage")
+    g.add_argument("--data_set", default=None, help="registered dataset name (class names), or custom")
+    g.add_argument("--nb_classes", type=int, default=None, help="outputs of the classifier")
+    g.add_argument("--task", default=None, choices=["classification", "regression", "clip_classification"],
+                   help="what the outputs are (the dataset's)")
+    g.add_argument("--force_config", action="store_true",
+                   help="let these options override what the checkpoint records (a conflict is an error otherwise)")
+    g.add_argument("--backbone", default=None,
+                   help="a linear/LoRA checkpoint's backbone file, if it moved from the path the checkpoint records")
+    return g
+
+
+def typed_options(args):
+    """``{option: value}`` of the model options a tool's user gave (their default is None), with
+    ``backbone`` (which ``models.model_from_checkpoint`` reads); ``args`` is a namespace or a dict."""
+    values = args if isinstance(args, dict) else vars(args)
+    # --class_names only names what is shown: it may differ from what the checkpoint recorded.
+    keys = tuple(k for k in MODEL_KEYS + CLIP_KEYS + OUTPUT_KEYS if k != "class_names") + ("backbone",)
+    return {k: v for k, v in values.items() if k in keys and v is not None}

@@ -17,8 +17,6 @@ FINETUNE = {
     "aa": "rand-m7-n4-mstd0.5-inc1", "reprob": 0.25, "mixup": 0.8, "cutmix": 1.0, "smoothing": 0.1,
     "mixup_prob": 1.0, "mixup_switch_prob": 0.5, "mixup_mode": "batch", "test_num_segment": 2, "test_num_crop": 1,
 }
-# Regression targets are not one-hot classes: nothing to mix or smooth.
-REGRESSION = {"mixup": 0.0, "cutmix": 0.0, "smoothing": 0.0}
 # Linear probing (--tuning linear) changes these of FINETUNE: the frozen features are judged as
 # they are, so no augmentation beyond the random resized crop and flip, no regularisation of a
 # 4k-parameter head, and fewer epochs (only the head learns). Not tuned on the paper's datasets.

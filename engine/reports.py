@@ -6,6 +6,7 @@ from collections import defaultdict
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import ConfusionMatrixDisplay
 
 from .metrics import classification_metrics, finite_metrics, regression_metrics, summary_keys
 
@@ -107,19 +108,24 @@ def write_reports(output_dir, frame, metrics, task, names, prefix=""):
             fig.tight_layout(), fig.savefig(os.path.join(output_dir, f"{prefix}scatter_{n}.png"), dpi=100)
             plt.close(fig)
         return
-    cm = np.asarray(metrics["confusion_matrix"], float)
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(names), 1 + 0.6 * len(names)))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right"), ax.set_yticks(range(len(names)), names)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted"), ax.set_ylabel("true")
-    ax.set_title(f"UAR {metrics['uar']:.2f}  WAR {metrics['war']:.2f}")
-    fig.tight_layout(), fig.savefig(os.path.join(output_dir, f"{prefix}confusion_matrix.png"), dpi=100)
+    fig = confusion_figure(plt, metrics["confusion_matrix"], names, f"UAR {metrics['uar']:.2f}  WAR {metrics['war']:.2f}")
+    fig.savefig(os.path.join(output_dir, f"{prefix}confusion_matrix.png"), dpi=100)
     plt.close(fig)
+
+
+def confusion_figure(plt, counts, names, title):
+    """The confusion matrix in percent of each true class (rows sum to 100; a class without test
+    videos is a row of zeros), with a colour bar, through scikit-learn's display."""
+    cm = np.asarray(counts, float)
+    percent = 100 * cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    side = 2 + 0.6 * len(names)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    ConfusionMatrixDisplay(percent, display_labels=names).plot(
+        ax=ax, cmap="Blues", colorbar=True, values_format=".1f", xticks_rotation=45, im_kw=dict(vmin=0, vmax=100))
+    ax.set_xlabel("predicted"), ax.set_ylabel("true (row %)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
 
 
 def write_json(path, obj):

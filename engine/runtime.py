@@ -1,11 +1,11 @@
-"""The machine a run uses: device, precision, seeds, host memory, the model wrapped for training."""
+"""The machine a run uses: device, precision, host memory, the model wrapped for training."""
 import ctypes
 import ctypes.util
-import random
 from contextlib import nullcontext
 
-import numpy as np
 import torch
+
+from .cli import UserError
 
 PRECISIONS = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -38,16 +38,8 @@ def pick_device(name=None):
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(name).startswith("cuda") and not torch.cuda.is_available():
-        from .cli import UserError
         raise UserError(f"--device {name}: CUDA is not available here (use --device cpu)")
     return torch.device(name)
-
-
-def seed_everything(seed, rank=0):
-    seed = seed + rank
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 # CPU features with bf16 arithmetic in hardware. Without them oneDNN emulates bf16 on AVX-512

@@ -3,12 +3,13 @@ from contextlib import nullcontext
 
 import torch
 
+from .cli import RunError
 from .distributed import all_reduce_mean, any_rank
 from .logger import MetricLogger
 
 
-class NonFiniteLossError(FloatingPointError):
-    pass
+class NonFiniteLossError(RunError):
+    """A NaN or infinite loss: the run stops (exit status 1)."""
 
 
 class Stepper:

@@ -121,18 +121,6 @@ class SpatialBottleneck(nn.Module):
         return tokens.flatten(1, 2)
 
 
-class TemporalPool(nn.Module):
-    """Parameter-free temporal downsampling (average or max), the Tab. 6 ablations."""
-
-    def __init__(self, mode, kernel_size):
-        super().__init__()
-        pool = nn.AvgPool1d if mode == "avg" else nn.MaxPool1d
-        self.pool = pool(kernel_size, kernel_size)
-
-    def forward(self, x):
-        return self.pool(x)
-
-
 def temporal_downsample(op: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Apply a 1-D op along time for every spatial position: ``(B, T, S, C)`` → ``(B, T/k, S, C)``."""
     b, _, s, _ = x.shape

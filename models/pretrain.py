@@ -132,12 +132,6 @@ class PretrainTPSBT(nn.Module):
         nn.init.xavier_uniform_(self.encoder_to_decoder.weight)
         trunc_normal_(self.mask_token, std=0.02)
 
-    def load_pretrained(self, checkpoint_path):
-        """timm's hook for ``create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``:
-        the file (or transformers folder) goes through ``models.checkpoint.pretrained_filter``."""
-        from .checkpoint import load_for_timm
-        load_for_timm(self, checkpoint_path)
-
     @property
     def num_patches(self):
         return self.encoder.patch_embed.num_patches

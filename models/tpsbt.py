@@ -10,9 +10,10 @@ from functools import partial
 import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
+from timm.models._features import feature_take_indices
 
-from .layers import Block, CrossSelfBlock, PatchEmbed3d, SpatialBottleneck, TemporalPool, init_weights, run_block, \
-    sinusoid_table, temporal_downsample
+from .layers import Block, CrossSelfBlock, PatchEmbed3d, SpatialBottleneck, init_weights, run_block, sinusoid_table, \
+    temporal_downsample
 
 _ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "softmax": partial(torch.softmax, dim=-1)}
 
@@ -73,7 +74,8 @@ class TPSBTTrunk(nn.Module):
             if temporal_downsample == "conv":
                 ops = [nn.Conv1d(embed_dim, embed_dim, k, stride=k) for _ in range(later)]
             elif temporal_downsample in ("avg", "max"):
-                ops = [TemporalPool(temporal_downsample, k) for _ in range(later)]
+                pool = nn.AvgPool1d if temporal_downsample == "avg" else nn.MaxPool1d
+                ops = [pool(k, k) for _ in range(later)]
             else:
                 raise ValueError(f"temporal_downsample must be conv, avg or max, not {temporal_downsample!r}")
             self.temporal_downsamples = nn.ModuleList(ops)
@@ -136,14 +138,15 @@ class TPSBTTrunk(nn.Module):
                              f"(grid {self.grid_size}); build it with the matching img_size/num_frames")
         return self.pos_drop(x + pos.to(x.dtype))
 
-    def forward_stages(self, x):
-        """Tokens ``(B, T, S, C)`` → the output of every stage, each ``(B, T_i, S, C)``.
+    def forward_stages(self, x, num_stages=None):
+        """Tokens ``(B, T, S, C)`` → the output of every stage (of the first ``num_stages``), each
+        ``(B, T_i, S, C)``.
 
         ``S`` may be any subset of spatial positions shared by all time steps (tube masking),
         which is what lets the same code run on the visible tokens in pre-training.
         """
         b, t, s, c = x.shape
-        slices = self.stage_slices()
+        slices = self.stage_slices()[:num_stages]
         tokens = x.reshape(b, t * s, c)
         for blk in self.blocks[slices[0]]:
             tokens = self._run(blk, tokens)
@@ -204,13 +207,29 @@ class TPSBT(TPSBTTrunk):
             self.head.weight.data.mul_(init_scale)
             self.head.bias.data.mul_(init_scale)
 
-    def load_pretrained(self, checkpoint_path):
-        """timm's hook for ``create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``:
-        the file (or transformers folder) goes through ``models.checkpoint.pretrained_filter``."""
-        from .checkpoint import load_for_timm
-        load_for_timm(self, checkpoint_path)
+    @property
+    def global_pool(self):
+        """timm's name for the pooling: ``avg`` (mean over tokens, then ``fc_norm``) or ``token``
+        (the release's non-mean-pooling path: the first token after ``norm``)."""
+        return "avg" if self.fc_norm is not None else "token"
 
-    def reset_classifier(self, num_classes):
+    @property
+    def feature_info(self):
+        """timm's feature metadata: one entry per stage (``forward_intermediates`` indices)."""
+        last = [sl.stop - 1 for sl in self.stage_slices()]
+        patch = self.patch_embed.proj.kernel_size[-1]
+        return [dict(num_chs=self.embed_dim, reduction=patch, module=f"blocks.{i}", stage=s)
+                for s, i in enumerate(last)]
+
+    def get_classifier(self):
+        return self.head
+
+    def reset_classifier(self, num_classes, global_pool=None):
+        """A new ``num_classes``-way head (none for 0). The pooling is built in (``fc_norm`` exists
+        only with mean pooling): ``global_pool`` may only name the model's own."""
+        if global_pool is not None and global_pool != self.global_pool:
+            raise ValueError(f"this model pools with {self.global_pool!r}, fixed when it is built "
+                             f"(use_mean_pooling); global_pool={global_pool!r} cannot be switched to")
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
@@ -222,9 +241,10 @@ class TPSBT(TPSBTTrunk):
         outs = self.forward_stages(x.reshape(b, t, h * w, c))
         return self.fuse(outs) if self.fuse_stages else outs[-1]
 
-    def forward_features(self, x):
-        """Pooled, normed features ``(B, C)``, or per time step ``(B, T_last, C)`` with keep_temporal_dim."""
-        x = self.norm(self.forward_tokens(x))
+    def pool(self, tokens):
+        """Token map ``(B, T_i, S, C)`` → pooled, normed features ``(B, C)``, or ``(B, T_i, C)``
+        with keep_temporal_dim."""
+        x = self.norm(tokens)
         if self.fc_norm is None:
             # The release's non-mean-pooling path reads the first token (it had no CLS token).
             return x.flatten(1, 2)[:, 0]
@@ -232,11 +252,63 @@ class TPSBT(TPSBTTrunk):
             return self.fc_norm(x.mean(2))
         return self.fc_norm(x.mean((1, 2)))
 
-    def forward_head(self, features):
-        x = self.head(self.fc_dropout(features))
+    def forward_features(self, x):
+        """Pooled, normed features ``(B, C)``, or per time step ``(B, T_last, C)`` with keep_temporal_dim
+        (what :meth:`forward_head` takes)."""
+        return self.pool(self.forward_tokens(x))
+
+    def forward_head(self, features, pre_logits=False):
+        """timm's head: ``features`` from :meth:`forward_features` → outputs; with ``pre_logits``
+        the features the classifier reads (after its dropout)."""
+        x = self.fc_dropout(features)
+        if pre_logits:
+            return x
+        x = self.head(x)
         if self.head_activation_func is not None:
             x = self.head_activation_func(x)
         return x
+
+    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCTHW",
+                              intermediates_only=False):
+        """timm's feature extraction, per stage: the tokens each stage outputs.
+
+        ``indices``: stages to return (an int: the last n; ``None``: all). ``norm``: apply the final
+        ``norm`` (identity with mean pooling, as timm's ViT with ``fc_norm``). ``output_fmt``:
+        ``NCTHW`` (``(B, C, T_i, H, W)``) or ``NLC`` (``(B, T_i * H * W, C)``). ``stop_early``: run only
+        up to the last stage asked for. Returns the list, or ``(forward_features(x), list)``.
+        """
+        if output_fmt not in ("NCTHW", "NLC"):
+            raise ValueError(f"output_fmt must be NCTHW or NLC, not {output_fmt!r}")
+        take, last = feature_take_indices(len(self.stage_depths), indices)
+        tokens = self.embed(x)
+        b, _, c = tokens.shape
+        t, h, w = self.grid_size
+        stop = last + 1 if stop_early or intermediates_only else None
+        outs = self.forward_stages(tokens.reshape(b, t, h * w, c), stop)
+        intermediates = []
+        for i in take:
+            y = self.norm(outs[i]) if norm else outs[i]
+            intermediates.append(y.permute(0, 3, 1, 2).reshape(b, c, y.shape[1], h, w) if output_fmt == "NCTHW"
+                                 else y.flatten(1, 2))
+        if intermediates_only:
+            return intermediates
+        return self.pool(self.fuse(outs) if self.fuse_stages else outs[-1]), intermediates
+
+    def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
+        """Drop the stages after the last one ``indices`` takes (timm's features_only does this)."""
+        take, last = feature_take_indices(len(self.stage_depths), indices)
+        self.stage_depths = self.stage_depths[:last + 1]
+        self.blocks = self.blocks[:sum(self.stage_depths)]
+        if self.use_temporal_pyramid:
+            self.temporal_downsamples = self.temporal_downsamples[:last]
+        if self.use_bottleneck:
+            self.spatial_downsamples = self.spatial_downsamples[:last]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.fc_norm = None if self.fc_norm is None else nn.Identity()
+            self.reset_classifier(0)
+        return take
 
     def forward(self, x, save_feature=False):
         features = self.forward_features(x)

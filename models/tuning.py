@@ -30,9 +30,9 @@ import os
 import re
 
 import torch.nn as nn
+from timm.models import clean_state_dict
 
-from .checkpoint import CheckpointMismatchError, extract_state_dict, load_checkpoint_file, load_pretrained, \
-    load_strict
+from ._helpers import CheckpointMismatchError, load_strict
 
 TUNING_MODES = ("full", "linear", "lora")
 # Modules after the encoder: the (non-mean-pooling) token norm, the pooled features' norm and the
@@ -44,7 +44,24 @@ ADAPTER = "default"  # peft's adapter name: one adapter per model
 
 
 class BackboneError(CheckpointMismatchError):
-    """The backbone file a linear/LoRA checkpoint refers to is missing or not the one it was trained on."""
+    """The backbone file of a linear/LoRA checkpoint at ``path`` is not usable: ``reason`` is
+    ``missing`` (not at its recorded path), ``moved_missing`` (not where the caller said it moved),
+    ``differs`` (another file: ``sha256`` vs the ``recorded`` reference) or ``other_run`` (the
+    model was built on another backbone than the checkpoint's)."""
+    advice = "backbone"
+
+    def __init__(self, message, path, reason, sha256=None, recorded=None):
+        super().__init__(message, path=path, reason=reason, sha256=sha256, recorded=recorded)
+
+
+class TuningMismatchError(CheckpointMismatchError):
+    """Trained tensors that do not fit a model's tuning ``mode`` (``full``: a tuned checkpoint
+    given to a whole model); ``missing`` / ``unexpected`` / ``mismatched`` list them."""
+    advice = "tuning"
+
+    def __init__(self, message, mode, missing=(), unexpected=(), mismatched=()):
+        super().__init__(message, mode=mode, missing=list(missing), unexpected=list(unexpected),
+                         mismatched=list(mismatched))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,12 +228,13 @@ def is_tuned_checkpoint(checkpoint):
 
 def load_model_state(model, state):
     """Load what :func:`model_state` saved: the whole model strictly, or exactly the trained
-    tensors of a tuned one."""
+    tensors of a tuned one (keys of a DDP or torch.compile wrapper taken as the model's)."""
+    state = clean_state_dict(state)
     tuning = tuning_of(model)
     if tuning is None:
         if any(".lora_" in k for k in state) or not any(k.startswith("blocks.") for k in state):
-            raise CheckpointMismatchError("this checkpoint holds only the trained part of a linear/LoRA run; "
-                                          "the model here is fully fine-tuned (--tuning full)")
+            raise TuningMismatchError("this checkpoint holds only the trained part of a linear/LoRA run; "
+                                      "the model here is fully fine-tuned", "full")
         return load_strict(model, state)
     own = model_state(model)
     missing = [k for k in own if k not in state]
@@ -224,11 +242,11 @@ def load_model_state(model, state):
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(v.shape)}" for k, v in own.items()
               if k in state and state[k].shape != v.shape]
     if missing or unexpected or shapes:
-        raise CheckpointMismatchError(
+        raise TuningMismatchError(
             f"the checkpoint's trained tensors do not fit this {tuning.mode} model: "
             + "; ".join(f"{len(v)} {n}, e.g. {', '.join(v[:3])}"
-                        for n, v in (("missing", missing), ("unexpected", unexpected), ("mismatched", shapes)) if v)
-            + " (other --lora_rank / --lora_targets / --lora_blocks / classes?)")
+                        for n, v in (("missing", missing), ("unexpected", unexpected), ("mismatched", shapes)) if v),
+            tuning.mode, missing, unexpected, shapes)
     model.load_state_dict(state, strict=False)
     return model
 
@@ -243,11 +261,8 @@ def sha256_file(path):
     stat = os.stat(path)
     key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _HASHES:
-        digest = hashlib.sha256()
         with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        _HASHES[key] = digest.hexdigest()
+            _HASHES[key] = hashlib.file_digest(f, "sha256").hexdigest()
     return _HASHES[key]
 
 
@@ -263,14 +278,15 @@ def find_backbone(reference, moved_to=None):
     path = os.fspath(moved_to) if moved_to else reference["path"]
     if not os.path.isfile(path):
         if moved_to:
-            raise BackboneError(f"--backbone {path}: no such file")
+            raise BackboneError(f"the backbone file {path}: no such file", path, "moved_missing", recorded=reference)
         raise BackboneError(f"the backbone file of this linear/LoRA checkpoint is no longer at its recorded path "
-                            f"{path}; say where it is now with --backbone PATH")
+                            f"{path}", path, "missing", recorded=reference)
     digest = sha256_file(path)
     if digest != reference["sha256"]:
         raise BackboneError(f"the backbone file {path} is not the one this checkpoint was trained on "
                             f"(sha256 {digest[:16]}..., recorded {reference['sha256'][:16]}... for "
-                            f"{reference['path']}); its trained part only fits that file")
+                            f"{reference['path']}); its trained part only fits that file", path, "differs", digest,
+                            reference)
     return path
 
 
@@ -282,23 +298,10 @@ def same_backbone(checkpoint, model):
     if not mine or not theirs:
         return False
     if mine["sha256"] != theirs["sha256"]:
-        raise BackboneError(f"--finetune {mine['path']} is not the backbone this run was trained on "
+        raise BackboneError(f"{mine['path']} is not the backbone this run was trained on "
                             f"(sha256 {mine['sha256'][:16]}..., the checkpoint records {theirs['sha256'][:16]}... "
-                            f"for {theirs['path']})")
+                            f"for {theirs['path']})", mine["path"], "other_run", mine["sha256"], theirs)
     return True
-
-
-def load_tuned(model, checkpoint, backbone=None, verbose=False):
-    """Fill a freshly built fine-tuning ``model`` from a tuned ``checkpoint``: the backbone file
-    (found and verified), the checkpoint's mode applied, its trained tensors. ``backbone``: where
-    the backbone file is now, if it moved."""
-    reference = checkpoint["backbone"]
-    path = find_backbone(reference, backbone)
-    model_key = reference.get("model_key") or "model|module|state_dict"
-    load_pretrained(model, load_checkpoint_file(path), model_key=model_key, verbose=verbose)
-    record = dict(checkpoint["tuning"])
-    apply_tuning(model, Tuning(**record), {**reference, "path": os.path.abspath(path)})
-    return load_model_state(model, extract_state_dict(checkpoint))
 
 
 def merge_tuning(model):

@@ -15,8 +15,11 @@ import re
 from collections import OrderedDict
 
 import torch
+from safetensors.torch import load_file
+from timm.models import clean_state_dict
 
-from .checkpoint import CheckpointMismatchError, CheckpointReadError, load_checkpoint_file, strip_wrappers
+from ._helpers import CheckpointMismatchError, CheckpointReadError, load_checkpoint_file
+from .variants import PATCH_SIZE
 
 # transformers' VideoMAEConfig defaults, for config.json files that leave a value out.
 CONFIG_DEFAULTS = dict(image_size=224, patch_size=16, num_channels=3, num_frames=16, tubelet_size=2,
@@ -52,7 +55,7 @@ _PRETRAIN_SAME = ("encoder_to_decoder.weight", "mask_token", "decoder.norm.weigh
 def is_transformers_state(state_dict):
     """Whether a state dict is in transformers' VideoMAE layout."""
     return any(k.startswith(("videomae.embeddings.", "embeddings.patch_embeddings.", "decoder.decoder_layers."))
-               or _LAYER.match(k) for k in strip_wrappers(state_dict))
+               or _LAYER.match(k) for k in clean_state_dict(state_dict))
 
 
 def from_transformers(state_dict):
@@ -62,7 +65,7 @@ def from_transformers(state_dict):
     biases (``qv_bias=False``) gets zero ``q_bias``/``v_bias``, which computes the same. Anything
     without a place in the project's models raises :class:`CheckpointMismatchError`.
     """
-    state = strip_wrappers(state_dict)
+    state = clean_state_dict(state_dict)
     pretrain = any(k.startswith(("decoder.decoder_layers.", "encoder_to_decoder.", "mask_token")) for k in state)
     out, qkv, unknown = OrderedDict(), {}, []
     for key, value in state.items():
@@ -75,7 +78,8 @@ def from_transformers(state_dict):
             out[target] = value
     if unknown:
         raise CheckpointMismatchError(f"{len(unknown)} weights of this transformers checkpoint have no place in "
-                                      f"a VideoMAE model of this project, e.g. {', '.join(unknown[:5])}")
+                                      f"a VideoMAE model of this project, e.g. {', '.join(unknown[:5])}",
+                                      unexpected=unknown)
     _join_qkv(out, qkv)
     proj = out.get(("encoder." if pretrain else "") + "patch_embed.proj.weight")
     if proj is None or proj.ndim != 5:
@@ -123,22 +127,21 @@ def read_folder(path):
     ``{'model': state dict (transformers' keys), 'args': the project's options for it, 'source': ...}``."""
     path = os.fspath(path)
     if not is_transformers_folder(path):
-        raise CheckpointReadError(f"{path} is a folder but not a transformers save_pretrained folder (no config.json)")
+        raise CheckpointReadError(path, "it is a folder but not a transformers save_pretrained folder (no config.json)")
     try:
         with open(os.path.join(path, "config.json")) as f:
             config = {**CONFIG_DEFAULTS, **json.load(f)}
     except (OSError, ValueError) as e:
-        raise CheckpointReadError(f"cannot read {path}/config.json: {e}") from e
+        raise CheckpointReadError(path, f"config.json: {e}") from e
     check_config(config, path)
     arch = (config.get("architectures") or [BACKBONE])[0]
     return {"model": _read_weights(path), "args": args_from_config(config, arch), "source": f"transformers {arch}"}
 
 
 def _read_weights(path):
-    from safetensors.torch import load_file
     names = [n for n in WEIGHT_FILES if os.path.isfile(os.path.join(path, n))]
     if not names:
-        raise CheckpointReadError(f"{path} has a config.json but none of {', '.join(WEIGHT_FILES)}")
+        raise CheckpointReadError(path, f"it has a config.json but none of {', '.join(WEIGHT_FILES)}")
     file = os.path.join(path, names[0])
     try:
         if file.endswith(".bin"):
@@ -151,13 +154,12 @@ def _read_weights(path):
     except CheckpointReadError:
         raise
     except Exception as e:  # safetensors and json raise several types for cut or foreign files
-        raise CheckpointReadError(f"cannot read the weights of {path}: {type(e).__name__}: {e}") from e
+        raise CheckpointReadError(path, f"the weights: {type(e).__name__}: {e}") from e
 
 
 def check_config(config, where="config.json"):
     """Refuse what the project's VideoMAE models cannot compute: other architectures, activations,
     patch sizes, channels, non-square frames, and a LayerNorm eps large enough to change results."""
-    from .factory import PATCH_SIZE
     problems = []
     if config.get("model_type", "videomae") != "videomae":
         problems.append(f"model_type {config['model_type']!r} (not videomae)")
@@ -174,7 +176,7 @@ def check_config(config, where="config.json"):
         problems.append(f"layer_norm_eps {config['layer_norm_eps']} (the project's LayerNorms use 1e-6)")
     if problems:
         raise CheckpointMismatchError(f"{where}: this VideoMAE does not fit the project's models: "
-                                      + "; ".join(problems))
+                                      + "; ".join(problems), problems=problems)
 
 
 def args_from_config(config, arch):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 
+from engine.cli import run_entry
 from preprocess import common
 
 CLASSES = {
@@ -79,4 +80,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(common.run(main))
+    sys.exit(run_entry(main))

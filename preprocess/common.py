@@ -1,4 +1,5 @@
 """What every dataset script shares: CLI boilerplate, layout checks, fold splitting, CSV writing.
+Errors end a script with one ``error:`` line and an exit status through ``engine.cli.run_entry``.
 
 Split files hold one sample a line, space separated, no header:
     <path relative to the dataset root> <label>            (categorical, integer index)
@@ -9,26 +10,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from datasets.video_io import natural_key
+from engine.cli import UserError
+from preprocess import face_crop
 
 Row = tuple  # (relative path, label, ...)
 Splits = dict  # {"" or "splitNN": {"train": [Row], "val": [...], "test": [...]}}
 
 
-class LayoutError(Exception):
-    """The dataset root does not look like the official layout the script reads."""
-
-
-class RunError(Exception):
-    """The script cannot finish for a reason outside the data's layout (a full disk, a stop)."""
-
-    def __init__(self, message: str, status: int = 1):
-        super().__init__(message)
-        self.status = status
+class LayoutError(UserError):
+    """The dataset root does not look like the official layout the script reads (exit status 2)."""
 
 
 def parser(doc: str, *, root_help: str = "official dataset root") -> argparse.ArgumentParser:
@@ -38,20 +32,6 @@ def parser(doc: str, *, root_help: str = "official dataset root") -> argparse.Ar
     p.add_argument("--root", required=True, type=Path, help=root_help)
     p.add_argument("--out", required=True, type=Path, help="folder for the split files")
     return p
-
-
-def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
-    """Run a script's main; a LayoutError becomes a one-line message and exit status 2, a RunError
-    its message and its status."""
-    try:
-        main(argv)
-    except LayoutError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except RunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.status
-    return 0
 
 
 def require(path: Path, what: str) -> Path:
@@ -189,8 +169,6 @@ def sample_paths(root: Path, videos: Sequence[str], args,
     `.mp4`), so split files and the cropping step always agree on names. Returns the map and
     the set of videos to leave out (no face found or unreadable).
     """
-    from preprocess import face_crop  # cv2 only where cropping is used
-
     name_of = name_of or (lambda rel: str(Path(rel).with_suffix("")))
     if not args.face_dir:
         return {v: v for v in videos}, set()

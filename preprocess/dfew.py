@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import sys
 
+from engine.cli import run_entry
 from preprocess import common
 
 CLASSES = ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
@@ -54,4 +55,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(common.run(main))
+    sys.exit(run_entry(main))

@@ -16,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 
+from engine.cli import run_entry
 from preprocess import common
 
 CLASSES = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
@@ -63,4 +64,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(common.run(main))
+    sys.exit(run_entry(main))

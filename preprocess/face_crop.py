@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.video_io import VIDEO_EXTS, iter_frames, video_fps, write_mp4
+from engine.cli import UserError, run_entry
 from preprocess.faces import CROP_MARGIN, FaceDetector, centre_side, crop_frame, smooth_track
 
 
@@ -241,12 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                      threshold=a.threshold, smooth=a.smooth)
     videos = find_videos(a.inputs)
     if not videos:
-        print("error: no videos found", file=sys.stderr)
-        return 2
+        raise UserError("no videos found")
     results = crop_videos([(str(v), str(a.out / name)) for v, name in videos], cfg, a.workers,
                           a.report or a.out / "face_crop_report.json")
     return 1 if any(r["status"] == "error" for r in results) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry(main))

@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
+from scipy.ndimage import uniform_filter1d
 
 WINDOW = 80  # side of the HOG detector's scanning window, in pixels
 # The detector's box spans brows to chin, about 0.9 times the side of a Haar cascade's box: this
@@ -291,10 +292,8 @@ def smooth_track(raw: np.ndarray, smooth: int = 9, jump: float = 0.5) -> np.ndar
         t = np.arange(lo, hi)
         track = np.stack([np.interp(t, seg, raw[seg, c]) for c in range(3)], 1)
         k = min(smooth, len(t))
-        if k > 1:
-            pad = np.pad(track, ((k // 2, k - 1 - k // 2), (0, 0)), mode="edge")
-            kernel = np.ones(k) / k
-            track = np.stack([np.convolve(pad[:, c], kernel, mode="valid") for c in range(3)], 1)
+        if k > 1:  # the ends repeat the first and last box (a face does not fade in from elsewhere)
+            track = uniform_filter1d(track, k, axis=0, mode="nearest")
         out[lo:hi] = track
     return out
 

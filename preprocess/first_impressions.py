@@ -15,6 +15,7 @@ import os
 import pickle
 import sys
 
+from engine.cli import run_entry
 from preprocess import common
 
 TRAITS = ["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"]
@@ -77,4 +78,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(common.run(main))
+    sys.exit(run_entry(main))

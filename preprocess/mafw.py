@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from engine.cli import run_entry
 from preprocess import common
 
 CLASSES = ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise", "contempt",
@@ -45,4 +46,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(common.run(main))
+    sys.exit(run_entry(main))

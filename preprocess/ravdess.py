@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sys
 
+from engine.cli import run_entry
 from preprocess import common
 
 CLASSES = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
@@ -48,4 +49,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(common.run(main))
+    sys.exit(run_entry(main))

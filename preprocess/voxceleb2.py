@@ -23,11 +23,19 @@ untouched. docs/speed.md has its cost and gain.
 from __future__ import annotations
 
 import itertools
+import multiprocessing as mp
 import os
 import signal
 import sys
 from pathlib import Path
 
+import cv2
+from tqdm import tqdm
+
+from datasets.check import check_sample
+from datasets.face_box import RECROPPED_SIZE, face_box
+from datasets.video_io import VideoReadError, iter_frames, video_fps, write_mp4
+from engine.cli import RunError, run_entry
 from preprocess import common
 
 RECROP_GOP = 16
@@ -52,7 +60,6 @@ def scan(root: Path) -> list[str]:
 
 def decodable(path: str) -> tuple[str, str | None]:
     """(path, None) if its first, middle and last frames decode, else (path, reason)."""
-    from datasets.check import check_sample
     return path, check_sample(path)
 
 
@@ -64,11 +71,6 @@ def recrop_clip(src: str, dst: str, gop: int = RECROP_GOP) -> str | None:
     """Write the fixed face box of every frame of `src` to the mp4 `dst` as 160x160 frames (already
     there: nothing to do). None when done, else why `src` could not be read; a failure to write
     `dst` raises RecropWriteError."""
-    import cv2
-
-    from datasets.transforms import RECROPPED_SIZE, face_box
-    from datasets.video_io import VideoReadError, iter_frames, video_fps, write_mp4
-
     out = Path(dst)
     if out.exists():
         return None
@@ -119,10 +121,6 @@ def _ignore_interrupts():
 def _pool_map(fn, jobs, workers: int, desc: str):
     """(job's path, error or None) of `fn` over `jobs` in a process pool, with a progress bar.
     Leaving early (an error, Ctrl-C, SIGTERM) terminates the workers."""
-    import multiprocessing as mp
-
-    from tqdm import tqdm
-
     def stop(signum, frame):
         raise KeyboardInterrupt
     previous = signal.signal(signal.SIGTERM, stop)
@@ -173,10 +171,10 @@ def main(argv=None):
             try:
                 bad.update(recrop(a.root, [c for c in clips if c not in bad], a.recrop, a.workers, a.gop))
             except RecropWriteError as e:
-                raise common.RunError(f"{e}\nnothing was listed; finished clips are kept: rerun the same "
+                raise RunError(f"{e}\nnothing was listed; finished clips are kept: rerun the same "
                                       f"command to continue") from None
             except KeyboardInterrupt:
-                raise common.RunError("stopped; finished clips are kept: rerun the same command to continue",
+                raise RunError("stopped; finished clips are kept: rerun the same command to continue",
                                       status=130) from None
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "undecodable.txt").write_text("".join(f"{c}\t{e}\n" for c, e in sorted(bad.items())))
@@ -188,4 +186,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(common.run(main))
+    sys.exit(run_entry(main))

@@ -17,6 +17,7 @@ import math
 import sys
 from pathlib import Path
 
+from engine.cli import run_entry
 from preprocess import common
 
 
@@ -67,4 +68,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(common.run(main))
+    sys.exit(run_entry(main))

@@ -7,12 +7,13 @@ import random
 import numpy as np
 import pytest
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from datasets import (PretrainDataset, TubeMaskGenerator, VideoClsDataset,
                       multiple_samples_collate)
 from datasets.demo import write_frames
 from datasets.sampling import random_window, short_video_indices, uniform_windows
-from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from datasets.transforms import denormalize
 
 
 def grey_clip(n, h=64, w=64):
@@ -259,7 +260,7 @@ def test_model_input_is_normalised_frames_in_model_layout(channels_last):
     if not channels_last:
         clip = clip.contiguous()
     out = to_model_input(clip)
-    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    mean, std = torch.tensor(IMAGENET_DEFAULT_MEAN), torch.tensor(IMAGENET_DEFAULT_STD)
     ref = ((torch.from_numpy(frames).float() / 255 - mean) / std).permute(3, 0, 1, 2)
     assert out.shape == (3, 5, 12, 14) and out.dtype == torch.float32 and out.is_contiguous()
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)

@@ -8,7 +8,7 @@ import torch
 
 from engine.checkpoint import (LATEST, CheckpointSaveError, Checkpointer, changed_args, resume_position,
                                save_checkpoint, training_state)
-from models.checkpoint import load_checkpoint_file
+from models import load_checkpoint_file
 
 
 def test_a_write_that_fails_for_lack_of_space_keeps_the_previous_checkpoint(tmp_path):

@@ -1,4 +1,6 @@
 """Metrics against values computed by hand."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,9 @@ def test_classification_metrics_by_hand():
     # 4 classes; class 3 never appears in the targets, class 2 is never predicted.
     targets = [0, 0, 0, 1, 1, 2, 2, 2, 2, 0]
     preds = [0, 0, 1, 1, 1, 0, 1, 3, 0, 0]
-    m = classification_metrics(targets, preds, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a prediction of the absent class 3 is expected, not warned about
+        m = classification_metrics(targets, preds, 4)
     # recalls: class0 3/4, class1 2/2, class2 0/4 -> UAR over the present classes = (.75 + 1 + 0) / 3
     assert m["uar"] == pytest.approx(100 * 1.75 / 3)
     assert m["war"] == pytest.approx(50.0)
@@ -80,3 +84,18 @@ def test_non_finite_metrics_are_written_as_null_with_the_reason(tmp_path):
         raise AssertionError(f"metrics.json holds {constant}")
     written = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=strict)
     assert written["mse"] is None and written["ccc"] is None and "NaN" in written["non_finite"]["mse"]
+
+
+def test_confusion_plot_shows_row_percentages_and_a_colour_bar():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from engine.reports import confusion_figure
+    counts = [[3, 1, 0], [0, 2, 0], [0, 0, 0]]  # the third class has no test video
+    fig = confusion_figure(plt, counts, ["a", "b", "c"], "UAR")
+    matrix, bar = fig.axes
+    texts = [t.get_text() for t in matrix.texts]
+    assert texts == ["75.0", "25.0", "0.0", "0.0", "100.0", "0.0", "0.0", "0.0", "0.0"]
+    assert bar.get_ylim() == (0.0, 100.0) and [t.get_text() for t in matrix.get_xticklabels()] == ["a", "b", "c"]
+    plt.close(fig)

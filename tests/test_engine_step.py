@@ -74,3 +74,18 @@ def test_freed_host_memory_stays_in_the_process():
         return float(out.split()[-1])
     assert released_mb("default") > 120
     assert released_mb("keep") < 10
+
+
+def test_progress_lines_show_the_gpu_memory_peak_only_on_a_gpu(monkeypatch, capsys):
+    from engine.logger import MetricLogger
+
+    def lines():
+        for _ in MetricLogger().log_every(range(2), 1, "Epoch: [0]", samples_per_iter=4):
+            pass
+        return [line for line in capsys.readouterr().out.splitlines() if "[" in line and "/2]" in line]
+
+    assert not torch.cuda.is_initialized() and all("max mem" not in line for line in lines())  # a CPU run
+    # A run that has used the GPU (no GPU here: torch's two answers stand in for one).
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 1536 * 2 ** 20)
+    assert all(line.endswith("max mem: 1536 MB") for line in lines())

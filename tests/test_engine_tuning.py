@@ -10,7 +10,7 @@ import torch
 
 from conftest import TINY, run
 from datasets import read_annotations
-from models.checkpoint import load_checkpoint_file, model_from_checkpoint
+from models import load_checkpoint_file, model_from_checkpoint
 from models.tuning import Tuning, is_trained
 from tools import merge_lora, predict
 

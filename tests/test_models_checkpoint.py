@@ -104,3 +104,80 @@ def test_bad_checkpoint_layout_is_reported():
     ft = timm.create_model("svfap_base_patch16_160", **TINY_FT)
     with pytest.raises(CheckpointMismatchError, match="no state dict"):
         load_pretrained(ft, {"epoch": 3, "optimizer": {"lr": 1.0}}, verbose=False)
+
+
+def test_a_model_without_mean_pooling_takes_the_encoders_final_norm(tmp_path):
+    # --use_cls (--use_mean_pooling False) reads the first token through ``norm``: the release loads the
+    # pre-trained encoder's norm there; with mean pooling (norm = identity) it is left out.
+    pre = timm.create_model("pretrain_svfap_base_patch16_160", **TINY_PT)
+    with torch.no_grad():
+        pre.encoder.norm.weight.uniform_(0.5, 1.5)
+    cls = timm.create_model("svfap_base_patch16_160", use_mean_pooling=False, **TINY_FT)
+    report = load_pretrained(cls, {"model": pre.state_dict()}, verbose=False)
+    torch.testing.assert_close(cls.norm.weight, pre.encoder.norm.weight, rtol=0, atol=0)
+    assert "norm.weight" in report["loaded"] and report["missing"] == []
+    mean = timm.create_model("svfap_base_patch16_160", **TINY_FT)
+    assert "norm.weight" not in load_pretrained(mean, {"model": pre.state_dict()}, verbose=False)["unused"]
+
+
+def test_keys_saved_from_a_compiled_ddp_model_load(tmp_path):
+    """engine/runtime.py wraps DDP first, then torch.compile: the saved keys read
+    ``_orig_mod.module.blocks...``; every loader takes them."""
+    from engine.checkpoint import Checkpointer, resume
+    from models import model_from_checkpoint
+    from models._helpers import load_strict
+
+    arch = dict(TINY_FT, img_size=32, num_frames=8)
+    torch.manual_seed(0)
+    src = timm.create_model("svfap_base_patch16_160", num_classes=5, init_scale=1.0, **arch).eval()
+    store = tmp_path / "store"
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    try:
+        wrapped = torch.compile(torch.nn.parallel.DistributedDataParallel(src))
+        state = wrapped.state_dict()
+    finally:
+        torch.distributed.destroy_process_group()
+    assert all(k.startswith("_orig_mod.module.") for k in state)
+    args = {"model": "svfap_base_patch16_160", "input_size": 32, "num_frames": 8, "stage_depths": [2, 2, 2],
+            "num_bottleneck_tokens": [4], "embed_dim": 64, "num_heads": 4, "nb_classes": 5}
+    torch.save({"model": state, "args": args, "epoch": 0}, tmp_path / "checkpoint-0.pth")
+
+    def fresh():
+        return timm.create_model("svfap_base_patch16_160", num_classes=5, **arch).eval()
+
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        expected = src(x)
+        loaded = [load_strict(fresh(), state)]  # resume and evaluation load strictly
+        report = load_pretrained(m := fresh(), str(tmp_path / "checkpoint-0.pth"), verbose=False)  # --finetune
+        assert report["new_head"] == [] and report["unused"] == []
+        loaded.append(m)
+        loaded.append(model_from_checkpoint(tmp_path / "checkpoint-0.pth", kind="classifier")[0])  # the tools
+        loaded.append(timm.create_model("svfap_base_patch16_160", num_classes=5, pretrained=True,  # timm
+                                        pretrained_cfg_overlay=dict(file=str(tmp_path / "checkpoint-0.pth")),
+                                        **arch).eval())
+        for model in loaded:
+            torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+    run = fresh()
+    epoch, _, _ = resume(argparse.Namespace(resume="", auto_resume=True, **args), Checkpointer(str(tmp_path)), run)
+    assert epoch == 1
+    with torch.no_grad():
+        torch.testing.assert_close(run(x), expected, rtol=0, atol=0)
+
+
+def test_errors_carry_their_facts_across_processes():
+    # from_rank0 hands rank 0's exception to the other ranks by pickling it
+    import pickle
+
+    from engine.cli import exit_status, message
+    from models import CheckpointReadError, WeightsMismatchError
+    from models.from_checkpoint import ConfigConflictError
+    for err in (WeightsMismatchError("checkpoint", 3, ["a: checkpoint (2,), model (3,)"], ["b"], [], (768, 512)),
+                CheckpointReadError("x.pth", None), ConfigConflictError({"num_frames": (8, 16)})):
+        again = pickle.loads(pickle.dumps(err))
+        assert type(again) is type(err) and str(again) == str(err) and vars(again) == vars(err)
+        assert exit_status(again) == 2 and message(again) == message(err)
+    assert "768 wide but the model is 512 wide" in message(err := WeightsMismatchError("x", widths=(768, 512)))
+    assert message(err).endswith("or check the file with `python -m tools.model_info --checkpoint`")
+    assert message(ConfigConflictError({"num_frames": (8, 16)})).startswith(
+        "options that disagree with the checkpoint: --num_frames 8 (the checkpoint records 16)")

@@ -9,7 +9,7 @@ from timm.data import resolve_data_config
 
 import models
 from models import CheckpointMismatchError
-from models.checkpoint import CheckpointReadError
+from models import CheckpointReadError
 
 # SVFAP-B's width (512) and heads with fewer blocks and a smaller clip; TINY for what the width does not matter to.
 BASE_SMALL = dict(img_size=64, num_frames=8, stage_depths=(1, 1, 1), num_bottleneck_tokens=2)
@@ -137,3 +137,109 @@ def test_keyword_overrides_and_aliases_still_apply():
     pre = models.create_model("pretrain_svfap_base_patch16_160", encoder_embed_dim=96, encoder_num_heads=2,
                               **PRETRAIN_TINY)
     assert pre.encoder.embed_dim == 96
+
+
+# -- timm's model protocol, on SVFAP-B and SVFAP-S (their widths, heads and stages; a small clip) ------
+
+CLIP = dict(img_size=32, num_frames=8)  # 4 x 2 x 2 tokens: stage outputs of 4, 2 and 1 time steps
+PROTOCOL_MODELS = {name: timm.create_model(name, **CLIP).eval() for name in
+                   ("svfap_base_patch16_160", "svfap_small_patch16_160")}
+X = torch.randn(1, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", PROTOCOL_MODELS)
+def test_classifier_protocol(name):
+    model = PROTOCOL_MODELS[name]
+    width = model.embed_dim
+    assert model.get_classifier() is model.head and model.head.out_features == 7 and model.global_pool == "avg"
+    try:
+        model.reset_classifier(3)
+        assert model.get_classifier().out_features == 3 and model.num_classes == 3
+        features = torch.randn(1, width)
+        assert model.forward_head(features).shape == (1, 3)
+        model.reset_classifier(3, global_pool="avg")  # its own pooling: accepted
+        with pytest.raises(ValueError, match="fixed when it is built"):
+            model.reset_classifier(3, global_pool="token")
+        model.reset_classifier(0)
+        torch.testing.assert_close(model.forward_head(features), features)  # no classifier: the features
+    finally:
+        model.reset_classifier(7)
+
+
+@pytest.mark.parametrize("name", PROTOCOL_MODELS)
+def test_forward_head_and_intermediates(name):
+    model = PROTOCOL_MODELS[name]
+    c = model.embed_dim
+    with torch.no_grad():
+        final, stages = model.forward_intermediates(X)
+        assert [tuple(s.shape) for s in stages] == [(1, c, 4, 2, 2), (1, c, 2, 2, 2), (1, c, 1, 2, 2)]
+        pre_logits = model.forward_head(final, pre_logits=True)
+        assert pre_logits.shape == (1, c)
+        torch.testing.assert_close(pre_logits, final, rtol=0, atol=0)  # eval: the head's dropout is off
+        # forward_intermediates' final output is forward_features': the head turns it into the model's output
+        torch.testing.assert_close(model.forward_head(final), model(X), rtol=0, atol=0)
+        only = model.forward_intermediates(X, indices=[0, -1], output_fmt="NLC", intermediates_only=True)
+        assert [tuple(s.shape) for s in only] == [(1, 16, c), (1, 4, c)]
+        # NLC holds the tokens of NCTHW, in (t, h, w) order
+        torch.testing.assert_close(only[1], stages[-1].flatten(2).transpose(1, 2), rtol=0, atol=0)
+        first = model.forward_intermediates(X, indices=[0], stop_early=True, intermediates_only=True)
+        torch.testing.assert_close(first[0], stages[0], rtol=0, atol=0)
+        with pytest.raises(ValueError, match="NCTHW or NLC"):
+            model.forward_intermediates(X, output_fmt="NCHW")
+    info = model.feature_info
+    assert [f["num_chs"] for f in info] == [c] * 3 and info[-1]["module"] == f"blocks.{len(model.blocks) - 1}"
+
+
+def test_features_only_gives_the_stages_tokens():
+    arch = dict(TINY, **CLIP)
+    torch.manual_seed(0)
+    whole = timm.create_model("svfap_base_patch16_160", **arch).eval()
+    torch.manual_seed(0)
+    features = timm.create_model("svfap_base_patch16_160", features_only=True, out_indices=(0, 1), **arch).eval()
+    assert features.feature_info.channels() == [64, 64]
+    pruned = features.model  # the third stage and the head are gone
+    assert len(pruned.blocks) == 2 and len(pruned.spatial_downsamples) == len(pruned.temporal_downsamples) == 1
+    assert isinstance(pruned.head, torch.nn.Identity)
+    with torch.no_grad():
+        maps = features(X)
+        expected = whole.forward_intermediates(X, indices=(0, 1), intermediates_only=True)
+    assert [tuple(m.shape) for m in maps] == [(1, 64, 4, 2, 2), (1, 64, 2, 2, 2)]
+    for got, want in zip(maps, expected):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+# -- the release's files as tagged pretrained configs ---------------------------------------------------
+
+RELEASED = ["pretrain_svfap_base_patch16_160.voxceleb2", "svfap_base_patch16_160.voxceleb2"] + [
+    f"svfap_base_patch16_160.voxceleb2_ft_{d}" for d in
+    ["dfew_fold1", "dfew_fold2", "dfew_fold3", "dfew_fold4", "dfew_fold5", "ferv39k",
+     "mafw_fold1", "mafw_fold2", "mafw_fold3", "mafw_fold4", "mafw_fold5"]]
+
+
+def test_every_released_file_has_a_tagged_config_that_says_where_it_is():
+    tagged = [n for arch in models.MODEL_NAMES for n in timm.models.get_arch_pretrained_cfgs(arch) if "." in n]
+    assert sorted(tagged) == sorted(RELEASED)
+    assert not timm.models.get_pretrained_cfg("svfap_base_patch16_160").tag  # the untagged one stays the default
+    for name in RELEASED:
+        cfg = timm.models.get_pretrained_cfg(name)
+        assert cfg.url is None and cfg.file is None  # nothing is downloaded
+        assert any("https://unioulu-my.sharepoint.com/" in note for note in cfg.notes), name
+    classes = {n: timm.models.get_pretrained_cfg(n).num_classes for n in RELEASED}
+    assert classes["svfap_base_patch16_160.voxceleb2"] == 0 and classes["pretrain_svfap_base_patch16_160.voxceleb2"] == 0
+    assert {classes[n] for n in RELEASED if "_ft_dfew" in n or "ferv39k" in n} == {7}
+    assert {classes[n] for n in RELEASED if "_ft_mafw" in n} == {11}
+
+
+def test_a_tagged_config_builds_its_model_and_loads_the_file_given(tmp_path):
+    name = "svfap_base_patch16_160.voxceleb2_ft_mafw_fold3"
+    with pytest.raises(models.factory.NoWeightsError, match="unioulu-my.sharepoint.com.*pretrained_cfg_overlay"):
+        timm.create_model(name, pretrained=True, **BASE_SMALL)
+    src = timm.create_model(name, init_scale=1.0, **TINY).eval()
+    assert src.head.out_features == 11  # MAFW's classes, from the tag
+    path = _release_file(tmp_path / "mafw.pth", src.state_dict(), nb_classes=11)
+    model = _load(name, path, **TINY).eval()
+    assert model.pretrained_cfg["tag"] == "voxceleb2_ft_mafw_fold3"
+    _assert_same(model, src.state_dict())
+    # the pre-trained encoder's tag: no classifier unless asked for
+    assert isinstance(timm.create_model("svfap_base_patch16_160.voxceleb2", **TINY).head, torch.nn.Identity)
+    assert timm.create_model("svfap_base_patch16_160.voxceleb2", num_classes=7, **TINY).head.out_features == 7

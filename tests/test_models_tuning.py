@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from engine.checkpoint import Checkpointer, resume, save_checkpoint, training_state
+from engine.cli import message
 from engine.optim import Schedules, build_optimizer
 from engine.train_step import Stepper
 from models import create_model
-from models.checkpoint import CheckpointMismatchError, load_checkpoint_file, load_pretrained, load_strict, \
-    model_from_checkpoint
+from models import load_checkpoint_file, load_pretrained, model_from_checkpoint
+from models._helpers import load_strict
+from models.keymap import TunedCheckpointError
 from models.tuning import BackboneError, Tuning, apply_tuning, backbone_reference, is_trained, merge_tuning, \
     model_state, parameter_counts
 
@@ -175,8 +177,10 @@ def test_a_moved_backbone_is_found_by_flag_and_a_changed_one_refused(backbone, t
     moved = tmp_path / "elsewhere" / "backbone.pth"
     moved.parent.mkdir()
     shutil.move(backbone, moved)
-    with pytest.raises(BackboneError, match="--backbone"):
+    with pytest.raises(BackboneError, match="no longer at its recorded path") as missing:
         model_from_checkpoint(tmp_path / "tuned.pth")
+    assert (missing.value.reason, missing.value.path) == ("missing", str(backbone))
+    assert message(missing.value).endswith("say where it is now with --backbone PATH")  # the command line's words
     model, _ = model_from_checkpoint(tmp_path / "tuned.pth", {"backbone": str(moved)})  # a tool's --backbone
     with torch.no_grad():
         torch.testing.assert_close(model(clips()), logits, rtol=0, atol=1e-6)
@@ -187,8 +191,10 @@ def test_a_moved_backbone_is_found_by_flag_and_a_changed_one_refused(backbone, t
 
 def test_a_tuned_checkpoint_is_no_starting_point_for_a_new_run(backbone, tmp_path):
     tuned_checkpoint(backbone, tmp_path / "tuned.pth")
-    with pytest.raises(CheckpointMismatchError, match="tools.merge_lora"):
+    with pytest.raises(TunedCheckpointError) as refused:
         load_pretrained(tiny(), str(tmp_path / "tuned.pth"))
+    assert refused.value.mode == "lora" and refused.value.backbone == str(backbone)
+    assert "python -m tools.merge_lora CHECKPOINT --out FILE" in message(refused.value)
 
 
 def _resume_args(finetune, out, **kw):

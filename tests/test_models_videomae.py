@@ -11,7 +11,7 @@ from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVide
 
 import models  # noqa: F401  (registers the models with timm)
 from models import CheckpointMismatchError, load_pretrained
-from models.checkpoint import CheckpointReadError, model_from_checkpoint, read_checkpoint
+from models import CheckpointReadError, model_from_checkpoint, read_checkpoint
 
 # A reduced VideoMAE (64 wide, 2 blocks, 32 px, 4 frames) and the project's model of the same shape.
 HF = dict(image_size=32, num_frames=4, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from datasets import video_io
+from engine.cli import run_entry
 from preprocess import avcaffe, common, first_impressions, voxceleb2, werewolf_xl
 
 
@@ -34,7 +35,7 @@ def test_voxceleb2_scan_and_check(tmp_path, capsys):
         "dev/mp4/id00012/abcDEF/00001.mp4", "dev/mp4/id00012/abcDEF/00002.mp4"]
     bad = (tmp_path / "ok" / "undecodable.txt").read_text()
     assert "00003.mp4" in bad and "id00099/xyz/00001.mp4" in bad
-    assert common.run(voxceleb2.main, ["--root", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert run_entry(voxceleb2.main, ["--root", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
 
 
 def keyframes(path):
@@ -122,7 +123,7 @@ def test_recrop_stops_on_a_full_disk_and_keeps_the_lists(tmp_path, capsys):
     partial = rc / "dev/mp4/id00001/vid/00001.partial.mp4"
     partial.parent.mkdir(parents=True)
     partial.symlink_to("/dev/full")
-    status = common.run(voxceleb2.main, ["--root", str(root), "--out", str(out), "--recrop", str(rc),
+    status = run_entry(voxceleb2.main, ["--root", str(root), "--out", str(out), "--recrop", str(rc),
                                          "--workers", "1"])
     err = capsys.readouterr().err
     assert status == 1 and "error: cannot write" in err and "No space left on device" in err
@@ -130,17 +131,17 @@ def test_recrop_stops_on_a_full_disk_and_keeps_the_lists(tmp_path, capsys):
     assert (out / "train.csv").read_text() == "the previous list\n" and not (out / "undecodable.txt").exists()
     assert not partial.is_symlink()  # the partial file is removed
     (rc / "dev/mp4/id00001/vid").mkdir(exist_ok=True)
-    assert common.run(voxceleb2.main, ["--root", str(root), "--out", str(out), "--recrop", str(rc)]) == 0
+    assert run_entry(voxceleb2.main, ["--root", str(root), "--out", str(out), "--recrop", str(rc)]) == 0
     assert len(rows(out / "train.csv")) == 3 and len(list(rc.rglob("*.mp4"))) == 3  # the rerun finishes
 
 
 def test_recrop_rejects_a_file_as_its_folder_and_zero_workers(tmp_path, capsys):
     root, out = vox_copies(tmp_path / "vox", 1), tmp_path / "lists"
     (tmp_path / "afile").write_text("")
-    assert common.run(voxceleb2.main, ["--root", str(root), "--out", str(out), "--recrop",
+    assert run_entry(voxceleb2.main, ["--root", str(root), "--out", str(out), "--recrop",
                                        str(tmp_path / "afile"), "--workers", "1"]) == 1
     assert "error: cannot write" in capsys.readouterr().err and not (out / "train.csv").exists()
-    assert common.run(voxceleb2.main, ["--root", str(root), "--out", str(out), "--recrop", str(tmp_path / "rc"),
+    assert run_entry(voxceleb2.main, ["--root", str(root), "--out", str(out), "--recrop", str(tmp_path / "rc"),
                                        "--workers", "0"]) == 2
     assert "--workers must be at least 1" in capsys.readouterr().err
 
@@ -201,7 +202,7 @@ def test_first_impressions(tmp_path, capsys):
     assert "train 3, val 1, test 2" in capsys.readouterr().out
     with open(root / "annotation_test.pkl", "wb") as f:
         pickle.dump({"openness": {}}, f)
-    assert common.run(first_impressions.main, ["--root", str(root), "--out", str(tmp_path / "x")]) == 2
+    assert run_entry(first_impressions.main, ["--root", str(root), "--out", str(tmp_path / "x")]) == 2
     assert "expected a dict with keys" in capsys.readouterr().err
 
 
@@ -222,7 +223,7 @@ def test_a_crafted_annotation_pickle_runs_nothing(tmp_path, capsys):
     for fname in first_impressions.FILES.values():
         with open(root / fname, "wb") as f:
             pickle.dump({t: {"a.mp4": _Payload(marker)} for t in first_impressions.TRAITS}, f, protocol=2)
-    assert common.run(first_impressions.main, ["--root", str(root), "--out", str(tmp_path / "out")]) == 2
+    assert run_entry(first_impressions.main, ["--root", str(root), "--out", str(tmp_path / "out")]) == 2
     assert not marker.exists()
     assert "refusing to load posix.system" in capsys.readouterr().err
 
@@ -253,7 +254,7 @@ def test_avcaffe(tmp_path, capsys):
             assert int(r[1]) == ((si + t) % 5 if target == "arousal" else (si * t) % 5)
     assert "arousal: 0 Excited, 1 Wide-awake" in capsys.readouterr().out
     (root / "ground_truths" / "valence.txt").write_text("aiim001_task_1,Happy\n")
-    assert common.run(avcaffe.main, ["--root", str(root), "--out", str(tmp_path / "x")]) == 2
+    assert run_entry(avcaffe.main, ["--root", str(root), "--out", str(tmp_path / "x")]) == 2
     assert "is not one of" in capsys.readouterr().err
 
 
@@ -281,5 +282,5 @@ def test_werewolf_xl(tmp_path, capsys):
             assert float(r[1]) == pytest.approx(s / 10) and float(r[3]) == 0.5
     assert sorted(seen) == sorted(f"session{s}" for s in range(1, 13))
     (root / "annotations.csv").write_text("clip,session,arousal\n")
-    assert common.run(werewolf_xl.main, ["--root", str(root), "--out", str(tmp_path / "x")]) == 2
+    assert run_entry(werewolf_xl.main, ["--root", str(root), "--out", str(tmp_path / "x")]) == 2
     assert "missing column(s) ['valence', 'dominance']" in capsys.readouterr().err

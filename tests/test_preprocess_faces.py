@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from conftest import OPENCV_DATA
-from preprocess.faces import Faces, FaceDetector, IoUTracker, TrackConfig, centre_side, iou, track_faces
+from preprocess.faces import Faces, FaceDetector, IoUTracker, TrackConfig, centre_side, iou, smooth_track, track_faces
 
 DOCS = OPENCV_DATA.parents[1] / "opencv4" / "html"  # the documentation's pictures
 
@@ -130,3 +130,15 @@ def test_megamind_one_track_per_shot(opencv_data):
     for tr in tracks:
         assert tr.thumbnail.shape == (128, 128, 3) and tr.best_score == max(tr.scores)
         assert len(tr.frames) >= 0.4 * len(tr)  # detected in most of the frames looked at
+
+
+@pytest.mark.parametrize("smooth", [1, 4, 5, 30])
+def test_track_smoothing_is_a_centred_moving_average_with_the_ends_repeated(smooth):
+    rng = np.random.default_rng(smooth)
+    raw = np.stack([100 + np.cumsum(rng.normal(0, 0.5, 12)), np.full(12, 80.0), 40 + rng.normal(0, 0.3, 12)], 1)
+    k = min(smooth, len(raw))
+    expected = []
+    for i in range(len(raw)):  # frames i - k//2 .. i + k - 1 - k//2, indices clamped to the track
+        rows = [raw[min(max(j, 0), len(raw) - 1)] for j in range(i - k // 2, i + k - k // 2)]
+        expected.append(np.mean(rows, axis=0))
+    np.testing.assert_allclose(smooth_track(raw, smooth, jump=10.0), expected, rtol=0, atol=1e-9)

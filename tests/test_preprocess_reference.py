@@ -4,6 +4,7 @@ import gzip
 from pathlib import Path
 
 
+from engine.cli import run_entry
 from preprocess import crema_d, dfew, enterface, ferv39k, mafw, ravdess
 
 
@@ -126,14 +127,13 @@ def test_enterface(tmp_path, data_dir, capsys):
 
 
 def test_layout_errors_are_clear(tmp_path, capsys):
-    from preprocess import common
     (tmp_path / "EmoLabel_DataSplit" / "train(single-labeled)").mkdir(parents=True)
-    assert common.run(dfew.main, ["--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert run_entry(dfew.main, ["--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "DFEW split file not found" in capsys.readouterr().err
     bad = tmp_path / "f" / "4_setups" / "All_scenes"
     bad.mkdir(parents=True)
     (bad / "train_All.csv").write_text("Action/Happy/0001,Happy\n")
-    assert common.run(ferv39k.main, ["--root", str(tmp_path / "f"), "--out", str(tmp_path / "o")]) == 2
+    assert run_entry(ferv39k.main, ["--root", str(tmp_path / "f"), "--out", str(tmp_path / "o")]) == 2
     assert "expected '<scene>/<Emotion>/<id> <Emotion>'" in capsys.readouterr().err
-    assert common.run(crema_d.main, ["--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert run_entry(crema_d.main, ["--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "CREMA-D video folder not found" in capsys.readouterr().err

@@ -14,9 +14,9 @@ import torch
 
 from conftest import REPO
 from datasets.demo import generate
-from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from engine.checkpoint import save_checkpoint, training_state
-from models.checkpoint import load_pretrained, model_from_checkpoint
+from models import load_pretrained, model_from_checkpoint
 from models.tuning import Tuning, apply_tuning, backbone_reference
 from test_models_tuning import ARGS, randomise_adapters, tiny
 from tools import export, predict
@@ -60,7 +60,7 @@ def test_the_metadata_says_how_to_build_a_clip(exported):
     assert json.loads(meta["class_names"]) == NAMES and meta["task"] == "classification"
     assert (meta["num_frames"], meta["sampling_rate"], meta["input_size"], meta["short_side_size"]) == ("8", "2", "32",
                                                                                                          "32")
-    assert json.loads(meta["mean"]) == list(IMAGENET_MEAN) and json.loads(meta["std"]) == list(IMAGENET_STD)
+    assert json.loads(meta["mean"]) == list(IMAGENET_DEFAULT_MEAN) and json.loads(meta["std"]) == list(IMAGENET_DEFAULT_STD)
     (clip,) = graph.graph.input
     dims = [d.dim_param or d.dim_value for d in clip.type.tensor_type.shape.dim]
     assert isinstance(dims[0], str) and dims[1:] == [3, 8, 32, 32]  # a dynamic batch

@@ -27,11 +27,12 @@ import sys
 
 import numpy as np
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from datasets.registry import default_sampling_rate, output_names
-from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
-from engine.cli import HelpFormatter, UserError, add_model_options, run_entry, typed_options
-from models.checkpoint import model_from_checkpoint
+from engine.cli import HelpFormatter, UserError, run_entry
+from engine.options import add_model_options, typed_options
+from models import model_from_checkpoint
 from models.tuning import merge_tuning
 
 FORMATS = ("onnx",)
@@ -59,8 +60,8 @@ def export_metadata(model, cfg, names, task):
     meta = {
         "class_names": json.dumps(names), "task": task, "model": str(cfg.get("model")),
         "data_set": str(cfg.get("data_set") or ""), "num_frames": str(num_frames), "sampling_rate": str(rate),
-        "input_size": str(size), "short_side_size": str(short), "mean": json.dumps(list(IMAGENET_MEAN)),
-        "std": json.dumps(list(IMAGENET_STD)), "input_layout": "NCTHW",
+        "input_size": str(size), "short_side_size": str(short), "mean": json.dumps(list(IMAGENET_DEFAULT_MEAN)),
+        "std": json.dumps(list(IMAGENET_DEFAULT_STD)), "input_layout": "NCTHW",
         "preprocessing": (f"RGB frames of a face video, {num_frames} of them {rate} frames apart; each frame's short "
                           f"side resized to {short} (bilinear, antialiased), the centre {size}x{size} cropped; "
                           f"values / 255, then (x - mean) / std per channel; stacked as (3, {num_frames}, {size}, "

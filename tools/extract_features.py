@@ -46,10 +46,12 @@ from datasets.registry import default_sampling_rate
 from datasets.sampling import WINDOW_MODES, plan_windows
 from datasets.video_io import BACKENDS, DEFAULT_BACKEND, VideoReadError, count_frames, find_inputs
 from engine import distributed as dist
-from engine.cli import HelpFormatter, UserError, add_model_options, run_entry, typed_options
+from engine.cli import HelpFormatter, UserError, run_entry
+from engine.options import add_model_options, typed_options
 from engine.runtime import PRECISIONS, autocast, pick_device
 from engine.reports import write_json
-from models.checkpoint import model_from_checkpoint
+from models import model_from_checkpoint
+from preprocess.face_crop import frame_cropper
 from preprocess.faces import CROP_MARGIN
 
 # Settings that change the numbers: a resumed run must use the same ones.
@@ -132,7 +134,6 @@ class ShardVideos(torch.utils.data.Dataset):
         self.num_frames, self.rate = num_frames, rate
         self.crop_faces = None
         if opts.crop:
-            from preprocess.face_crop import frame_cropper
             self.crop_faces = frame_cropper(opts.crop_size, opts.crop_margin)
 
     def __len__(self):

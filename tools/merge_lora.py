@@ -19,7 +19,7 @@ import sys
 
 from engine.checkpoint import save_checkpoint
 from engine.cli import HelpFormatter, UserError, run_entry
-from models.checkpoint import load_checkpoint_file, model_from_checkpoint
+from models import load_checkpoint_file, model_from_checkpoint
 from models.tuning import is_tuned_checkpoint, merge_tuning
 
 

@@ -10,7 +10,7 @@ read it (transformers' keys mapped to the project's), the model comes from --mod
 checkpoint's args, and every tensor is sorted into matched, shape mismatch, missing (the model
 has it, the file does not) and unexpected (the file has it, the model does not). For a
 fine-tuning model the file goes through the same key mapping as fine-tuning
-(``models.checkpoint.to_finetune_keys``: wrapper prefixes stripped, decoder dropped, ``encoder.``
+(``models.keymap.to_finetune_keys``: wrapper prefixes stripped, decoder dropped, ``encoder.``
 removed), and the verdict of ``models.load_pretrained`` is shown. Exit status 0 when it loads,
 1 when it does not, 2 on errors.
 
@@ -31,13 +31,16 @@ from collections import OrderedDict
 import numpy as np
 import pandas as pd
 import torch
+from timm.models import clean_state_dict
 
 import models
 from datasets.masking import TubeMaskGenerator
-from engine.cli import HelpFormatter, UserError, add_model_options, run_entry, typed_options
-from models.checkpoint import CheckpointMismatchError, checkpoint_args, checkpoint_config, compare_state_dicts, \
-    guess_model, is_pretrain_state, load_pretrained, project_state, read_checkpoint, strip_wrappers, to_finetune_keys
+from engine.cli import HelpFormatter, UserError, run_entry
+from engine.options import add_model_options, typed_options
+from models import CheckpointMismatchError, checkpoint_args, compare_state_dicts, load_pretrained, read_checkpoint
 from models.factory import config_kwargs, create_model, pretrain_name
+from models.from_checkpoint import checkpoint_config, guess_model
+from models.keymap import is_pretrain_state, project_state, to_finetune_keys
 
 
 def get_parser():
@@ -117,7 +120,7 @@ def check_checkpoint(path, cli):
               "file_tensors": len(state), "config": {k: v for k, v in cfg.items() if v is not None}}
     if name.startswith("pretrain_"):
         model = create_model(name, **config_kwargs(cfg, pretrain=True))
-        diff = compare_state_dicts(model.state_dict(), strip_wrappers(state))
+        diff = compare_state_dicts(model.state_dict(), clean_state_dict(state))
         report.update(diff, dropped=[])
         ok = not (diff["mismatched"] or diff["missing"] or diff["unexpected"])
         report["verdict"] = "loads (strict)" if ok else "does not load"

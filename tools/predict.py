@@ -44,11 +44,13 @@ from datasets.registry import default_sampling_rate, output_names
 from datasets.sampling import WINDOW_MODES, chunk_windows, plan_windows
 from datasets.video_io import (BACKENDS, DEFAULT_BACKEND, VideoReadError, count_frames, find_inputs, iter_frames,
                                video_fps)
-from engine.cli import HelpFormatter, UserError, add_model_options, run_entry, typed_options
+from engine.cli import HelpFormatter, UserError, run_entry
+from engine.options import add_model_options, typed_options
 from engine.runtime import pick_device
 from engine.reports import write_json
 from engine.timelines import mean_box, write_face_outputs
-from models.checkpoint import model_from_checkpoint
+from models import model_from_checkpoint
+from preprocess.face_crop import frame_cropper
 from preprocess.faces import CROP_MARGIN, TrackConfig, track_cropper, track_faces
 
 
@@ -258,7 +260,6 @@ def run(argv=None):
     predictor = Predictor(args.checkpoint, typed_options(args), args.force_config, args.class_names, device)
     crop_faces = None
     if args.crop and tracking is None:
-        from preprocess.face_crop import frame_cropper
         crop_faces = frame_cropper(args.crop_size, args.crop_margin)
     print(f"{predictor.cfg.get('model')}: {len(predictor.names)} {'targets' if predictor.task == 'regression' else 'classes'}, "
           f"clips of {predictor.num_frames} frames every {predictor.rate} at {predictor.spec.input_size}px; "

@@ -42,10 +42,11 @@ from datasets.masking import TubeMaskGenerator
 from datasets.registry import default_sampling_rate
 from datasets.sampling import clip_span, short_video_indices, uniform_windows, window_at
 from datasets.video_io import BACKENDS, DEFAULT_BACKEND, read_clips
-from engine.cli import HelpFormatter, UserError, add_model_options, run_entry, typed_options
+from engine.cli import HelpFormatter, UserError, run_entry
+from engine.options import add_model_options, typed_options
 from engine.runtime import pick_device
 from engine.pretrain import reconstruction_target
-from models.checkpoint import model_from_checkpoint
+from models import model_from_checkpoint
 
 ROWS = ("original", "masked input", "reconstruction")
 LABEL_W = 110  # left column holding the row names

@@ -29,10 +29,14 @@ import time
 
 import torch
 
+from datasets.annotations import read_annotations
+from datasets.demo import generate
+from datasets.finetune import VideoClsDataset
 from engine.cli import HelpFormatter
 from engine.runtime import COMPILE_MODES, PRECISIONS, keep_freed_host_memory, precision
 
 from .end_to_end import e2e_rows
+from .loader import loader_rate
 from .memory import FreshProcesses, measure_step, memory_peak_mb, memory_start
 from .report import Row, add_ratios, command_line, machine, ratio_lines, text_table, write_markdown
 from .workloads import MODELS, PRETRAIN_MODELS, build_model, make_step, matmul_peak, step_flops, sync, with_precision
@@ -42,12 +46,6 @@ GROUPS = ["train", "infer", "pretrain", "memory", "loader", "e2e"]
 
 def loader_rows(args, workers_list):
     """Clips/s of the fine-tuning training loader, at the clip shape the models take."""
-    from datasets.annotations import read_annotations
-    from datasets.demo import generate
-    from datasets.finetune import VideoClsDataset
-
-    from .loader import loader_rate
-
     frames, size = (8, 32) if args.quick else (16, 160)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,17 +13,17 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import models
 from datasets.masking import TubeMaskGenerator
-from engine.runtime import autocast, compiled, grad_scaler
+from engine.runtime import PRECISIONS, autocast, compiled, grad_scaler
 from engine.optim import build_optimizer
 from engine.pretrain import reconstruction_target
 from engine.train_step import Stepper
-from models import factory
+from models import variants
 
 # Short name -> (timm name of the fine-tuning model, registered size).
 MODELS = {
-    "svfap_base": ("svfap_base_patch16_160", factory.SVFAP_BASE),
-    "svfap_small": ("svfap_small_patch16_160", factory.SVFAP_SMALL),
-    "videomae_base": ("videomae_base_patch16_160", factory.VIDEOMAE_BASE),
+    "svfap_base": ("svfap_base_patch16_160", variants.SVFAP_BASE),
+    "svfap_small": ("svfap_small_patch16_160", variants.SVFAP_SMALL),
+    "videomae_base": ("videomae_base_patch16_160", variants.VIDEOMAE_BASE),
 }
 BASELINE = "videomae_base"
 PRETRAIN_MODELS = ["svfap_base", "videomae_base"]
@@ -95,7 +95,6 @@ def sdpa_context(args):
 
 def with_precision(args, amp):
     """``args`` with the autocast dtype of precision ``amp`` (a row's own), or as they are."""
-    from engine.runtime import PRECISIONS
     return Namespace(**{**vars(args), "amp_dtype": PRECISIONS[amp]}) if amp else args
 
 
