@@ -11,8 +11,8 @@ What is saved per clip (--features):
           visible: what the decoder reads) (C,)
   tokens  fine-tuned: the last stage's token map (T_last, S, C) before pooling
           pre-trained: the fused, normed encoder token map (T, S, C)
-Clips per video (--windows): ``centre`` (one, as validation), ``uniform`` (--num_segments, as
-the test split) or ``sliding`` (covering the video, --window_stride frames apart).
+Clips per video (--windows): ``centre`` (one, in the middle of the test split's stride grid),
+``uniform`` (--num_segments, as the test split) or ``sliding`` (covering the video, --window_stride frames apart).
 
 Output (--output_dir): shards/shard_NNNNN.npy (the clips of --shard_size consecutive videos) and
 shard_NNNNN.csv, then index.csv (one row per clip: video, path, label, window, start_frame,
@@ -258,7 +258,7 @@ def run(argv=None):
     feature_model = Features(model, args.features).to(device)
     embed = model.encoder.patch_embed if hasattr(model, "encoder") else model.patch_embed
     rate = cfg.get("sampling_rate") or default_sampling_rate(cfg.get("data_set"), cfg.get("task"))
-    spec = ClipSpec(embed.img_size[0], cfg.get("short_side_size"))
+    spec = ClipSpec(embed.img_size[0], cfg.get("short_side_size"), resize=cfg.get("frame_resize"))
     amp = PRECISIONS[args.amp]
 
     num_shards = -(-len(paths) // args.shard_size)

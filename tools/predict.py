@@ -2,13 +2,14 @@
 
 Inputs are video files, folders of frames, or folders of videos / frame folders (searched
 recursively). Each video is cut into clips of ``num_frames`` frames ``sampling_rate`` apart, seen
-exactly as the test split sees them (short side resized, centre crop, ImageNet normalisation);
+exactly as the test split sees them (resized as the checkpoint was trained, by default to a square;
+centre crop; ImageNet normalisation);
 with --crop, faces are first cropped by the preprocessing's detector and tracker. Windows:
 
   sliding  (default) clips covering the whole video, starts --window_stride frames apart (default:
            one clip span, so consecutive clips touch); the last clip ends on the last frame
-  uniform  the test protocol: --num_segments clips evenly placed from the first frame to the last
-  centre   the validation protocol: one clip in the middle
+  uniform  the test protocol: --num_segments clips placed evenly on the video's stride grid
+  centre   the test protocol's rule for one clip: the middle one
 
 Per window: class probabilities (softmax) or the regression outputs; per video: their mean (as the
 multi-view evaluation merges views).
@@ -99,7 +100,7 @@ class Predictor:
         embed = self.model.patch_embed
         self.num_frames = embed.num_frames
         self.rate = cfg.get("sampling_rate") or default_sampling_rate(cfg.get("data_set"), cfg.get("task"))
-        self.spec = ClipSpec(embed.img_size[0], cfg.get("short_side_size"))
+        self.spec = ClipSpec(embed.img_size[0], cfg.get("short_side_size"), resize=cfg.get("frame_resize"))
 
     @torch.no_grad()
     def scores(self, clips, batch_size=8):
