@@ -15,7 +15,7 @@ PyTorch's dynamo-based ONNX exporter (``torch.onnx.export(..., dynamo=True)``) w
 difference from PyTorch.
 
 Examples:
-  python -m tools.export out/dfew_fold1/checkpoint-best.pth --format onnx
+  python -m tools.export out/dfew_fold1/checkpoint-99.pth --format onnx
   python -m tools.export ckpt.pth --format onnx --out model.onnx --class_names classes.txt
 """
 from __future__ import annotations

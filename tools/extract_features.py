@@ -23,7 +23,7 @@ torchrun, shard k goes to rank k % world_size; rank 0 writes the index. Load eve
 ``tools.extract_features.load_features(output_dir)``.
 
 Examples:
-  python -m tools.extract_features --checkpoint dfew/checkpoint-best.pth --csv DFEW/test.csv --output_dir feats/
+  python -m tools.extract_features --checkpoint dfew/checkpoint-99.pth --csv DFEW/test.csv --output_dir feats/
   python -m tools.extract_features --checkpoint pretrain/checkpoint-99.pth videos/ --features tokens \\
       --windows sliding --output_dir feats_tokens/ --batch_size 32 --num_workers 8
   torchrun --nproc_per_node 4 -m tools.extract_features --checkpoint ckpt.pth --csv train.csv --output_dir feats/

@@ -24,7 +24,7 @@ of every face's crop so you can tell who is who. The model and its input come fr
 override them. Class names come from the dataset registry (``data_set``) or --class_names.
 
 Examples:
-  python -m tools.predict --checkpoint out/dfew_fold1/checkpoint-best.pth clip.mp4
+  python -m tools.predict --checkpoint out/dfew_fold1/checkpoint-99.pth clip.mp4
   python -m tools.predict --checkpoint ckpt.pth --crop --topk 3 raw_videos/ --out_json preds.json --out_csv preds.csv
   python -m tools.predict --checkpoint demo/checkpoint-best.pth --class_names demo/classes.txt demo/frames/test/
   python -m tools.predict --checkpoint ckpt.pth --windows uniform --num_segments 2 --device cpu video.avi
