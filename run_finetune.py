@@ -263,7 +263,8 @@ def main(args, given=frozenset()):
                         best_score, best_epoch = score, epoch
                         checkpointer.save(BEST, training_state(eval_model(), args=args, epoch=epoch, best=score,
                                                                selection=selection))
-                    print(f"epoch {epoch}: val {args.val_metric} {score:.4f} (best {best_score:.4f}, epoch {best_epoch})")
+                    print(f"epoch {epoch}: val {args.val_metric} {score:.4f} "
+                          f"(best {best_score:.4f}, epoch {best_epoch})")
                 else:
                     print(f"epoch {epoch}: test {args.val_metric} {score:.4f} (monitoring: not used to select)")
                 numbers = {k: v for k, v in val_metrics.items() if isinstance(v, (int, float))}

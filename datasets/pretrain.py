@@ -1,7 +1,7 @@
-"""Pre-training clips (docs/recipes.md): 16 frames at stride 4 from a random
-start (`sampling.pretrain_indices`, the release's rule), optional fixed upper-centre face crop,
-multi-scale crop to the input size, and a tube mask. Clips stay uint8: the engine normalises them and builds the
-reconstruction targets on the device (engine/device_batch.py)."""
+"""Pre-training clips (docs/recipes.md): 16 frames at stride 4 from a random start
+(`sampling.pretrain_indices`, the release's rule), optional fixed upper-centre face crop,
+multi-scale crop to the input size, and a tube mask. Clips stay uint8: the engine normalises them
+and builds the reconstruction targets on the device (engine/device_batch.py)."""
 from __future__ import annotations
 
 import torch

@@ -148,7 +148,9 @@ def test_regression_task(demo, tmp_path):
     pred = pd.read_csv(out / "pred.csv")
     assert {"target_target0", "pred_target1"} <= set(pred.columns) and len(pred) == 12
     assert "ccc" in proc.stdout
-    assert "validation uses the test split" in proc.stderr  # no val.csv: said out loud
+    # no val.csv: said out loud, the test split's mse monitored, nothing selected
+    assert "no val.csv: nothing is selected, the last epoch is tested; test ccc" in proc.stdout
+    assert not (out / "checkpoint-best.pth").exists()
 
 
 def test_clip_averaged_classification(demo, finetuned, tmp_path):

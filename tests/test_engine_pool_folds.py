@@ -95,7 +95,8 @@ def test_both_totals_on_folds_of_unequal_class_mixes(tmp_path, capsys):
     assert "mean +- std (the release README's totals)" in printed
     m = json.loads((pooled / "metrics.json").read_text())
     assert m["uar"] == pytest.approx((4 / 5 + 2 / 3) / 2 * 100) and m["war"] == pytest.approx(75.0)
-    assert m["per_fold"]["split01"]["uar"] == pytest.approx(50.0) and m["per_fold"]["split01"]["war"] == pytest.approx(80.0)
+    assert m["per_fold"]["split01"]["uar"] == pytest.approx(50.0)
+    assert m["per_fold"]["split01"]["war"] == pytest.approx(80.0)
     assert m["per_fold"]["split02"]["uar"] == pytest.approx(50.0)
     assert m["per_fold"]["split02"]["war"] == pytest.approx(200 / 3)
     assert m["fold_mean"]["uar"] == pytest.approx(50.0) and m["fold_std"]["uar"] == pytest.approx(0.0)

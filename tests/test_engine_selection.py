@@ -66,6 +66,13 @@ def test_without_a_validation_split_the_last_epoch_is_tested(demo, pretrained, n
     pd.testing.assert_frame_equal(pd.read_csv(out / "pred.csv"), pd.read_csv(ev / "pred.csv"), rtol=0, atol=1e-6)
     assert metrics_of(ev)["provenance"] == last
     assert metrics_of(ev)["uar"] == metrics_of(out)["uar"]
+    # A model trained with the aspect-keeping resize is tested with it: --eval adopts the option.
+    ckpt = torch.load(out / "checkpoint-1.pth", weights_only=True)
+    ckpt["args"]["frame_resize"] = "keep_aspect"
+    torch.save(ckpt, tmp_path / "kept.pth")
+    capsys.readouterr()
+    evaluate(tmp_path / "kept.pth", no_val, demo, tmp_path / "eval_kept")
+    assert "frame_resize=keep_aspect" in capsys.readouterr().out
 
 
 def test_testing_the_best_epoch_needs_a_validation_split(demo, pretrained, no_val, tmp_path, capsys):

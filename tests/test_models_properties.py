@@ -199,7 +199,8 @@ def test_pretraining_initialisation_is_the_releases():
         assert name.startswith(("encoder.", "decoder.")), name
         bound = (6 / (fan_in + fan_out)) ** 0.5
         assert w.abs().max() <= bound, name
-        assert w.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.1 if w.numel() < 4000 else 0.05), name
+        xavier_std = (2 / (fan_in + fan_out)) ** 0.5
+        assert w.std().item() == pytest.approx(xavier_std, rel=0.1 if w.numel() < 4000 else 0.05), name
         assert linear.bias is None or not linear.bias.any(), name
     token = model.mask_token.detach()
     # normal(0, s) truncated at +-s has std s * sqrt(1 - 2 phi(1) / (Phi(1) - Phi(-1))) = 0.5376 s

@@ -103,8 +103,8 @@ def pixel_rows(frames, size=160, seeds=20):
     rows = []
     clip = T.to_clip_tensor(frames)
     h, w = frames.shape[1:3]
-    rows.append((f"squash resize to {size}x{size}", *delta(frames_of(T.resize_frames(clip, size)),
-                                                         pil(frames, lambda i: i.resize((size, size), Image.BILINEAR)))))
+    squashed = pil(frames, lambda i: i.resize((size, size), Image.BILINEAR))
+    rows.append((f"squash resize to {size}x{size}", *delta(frames_of(T.resize_frames(clip, size)), squashed)))
     kept = frames_of(T.resize_frames(clip, size, "keep_aspect"))
     rows.append((f"keep-aspect resize to {kept.shape[2]}x{kept.shape[1]}",
                  *delta(kept, pil(frames, lambda i: i.resize((kept.shape[2], kept.shape[1]), Image.BILINEAR)))))
@@ -131,7 +131,7 @@ def pixel_rows(frames, size=160, seeds=20):
         np.random.seed(seed), random.seed(seed)
         a = chain(frames, ours_ra, size)
         np.random.seed(seed), random.seed(seed)
-        b = chain(pil(frames, lambda i: i.resize((size, size), Image.BILINEAR)), pil_ra, size, float_crop=True)
+        b = chain(squashed, pil_ra, size, float_crop=True)  # PIL's squash: chain() leaves it as it is
         m, mean = delta(a, b)
         worst, means = max(worst, m), means + [mean]
     rows.append((f"training chain, {seeds} seeds (mean of means)", worst, float(np.mean(means))))
