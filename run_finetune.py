@@ -12,10 +12,11 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3, random_seed
 
-from datasets.build import build_dataset, multiple_samples_collate
+from datasets.build import build_dataset, has_validation_split, multiple_samples_collate
 from datasets.registry import DATASETS
+from datasets.transforms import FRAME_RESIZES
 from engine import distributed as dist
-from engine.checkpoint import BEST, Checkpointer, load_on_all_ranks, resume, training_state
+from engine.checkpoint import BEST, LAST_EPOCH, Checkpointer, load_on_all_ranks, provenance, resume, training_state
 from engine.cli import HelpFormatter, UserError, explicit_options, run_entry
 from engine.config import resolve
 from engine.device_batch import training_input
@@ -23,7 +24,7 @@ from engine.finetune import classification_loss, evaluate_records, predict
 from engine.interrupt import StopRequest, stop_run
 from engine.loader import build_loader, resumable_epochs
 from engine.logger import StepTrace, TensorboardLogger, append_log
-from engine.optim import Schedules, batch_line, build_optimizer
+from engine.optim import LAYER_DECAY_SCHEMES, Schedules, batch_line, build_optimizer
 from engine.options import add_common_args, bool_arg
 from engine.recipes import FINETUNE, parser_defaults
 from engine.reports import format_table, write_reports
@@ -53,6 +54,9 @@ def get_args_parser():
     p.add_argument("--video_id_regex", default=r"^(.*)/[^/]+$",
                    help="clip-averaged tasks: first group of this regex on a clip path names its video")
     p.add_argument("--layer_decay", type=float, help="layer-wise lr decay (1 = none)")
+    p.add_argument("--layer_decay_scheme", default="release", choices=LAYER_DECAY_SCHEMES,
+                   help="release: the temporal downsampling convs and bottleneck modules take the full lr (the "
+                        "release's layer ids); stage: they take the decay of their stage's first block")
     p.add_argument("--drop", default=0.0, type=float, help="dropout")
     p.add_argument("--attn_drop_rate", default=0.0, type=float, help="attention dropout")
     p.add_argument("--init_scale", type=float, help="scale of the new classifier's initial weights")
@@ -68,7 +72,11 @@ def get_args_parser():
     p.add_argument("--recount", default=1, type=int, help="random erasing boxes per clip")
     p.add_argument("--num_sample", "--num_samples", dest="num_sample", type=int,
                    help="repeated augmentation: clips per video per step")
-    p.add_argument("--short_side_size", default=None, type=int, help="resize before the test crop (default: input)")
+    p.add_argument("--short_side_size", default=None, type=int,
+                   help="frames are resized to this before any crop (default: --input_size)")
+    p.add_argument("--frame_resize", default="square", choices=FRAME_RESIZES,
+                   help="square: every frame to short_side x short_side, a squash when it is not square (the "
+                        "release's); keep_aspect: the short side to short_side")
     p.add_argument("--train_crop_scale", default=[0.08, 1.0], type=float, nargs=2,
                    help="area range of the random resized crop")
     p.add_argument("--mixup", type=float, help="mixup alpha (0 = off)")
@@ -90,10 +98,15 @@ def get_args_parser():
     bool_arg(p, "--dist_eval", True, "shard evaluation over processes (metrics are still computed globally)")
     p.add_argument("--test_num_segment", type=int, help="temporal clips per test video")
     p.add_argument("--test_num_crop", type=int, help="spatial crops per test clip")
-    p.add_argument("--val_metric", default=None, type=str, help="picks the best checkpoint (the dataset's if unset)")
-    p.add_argument("--val_freq", default=1, type=int, help="validate every this many epochs")
+    p.add_argument("--val_metric", default=None, type=str,
+                   help="metric of the validation split (val.csv) that picks checkpoint-best.pth (the dataset's if "
+                        "unset); without a val.csv nothing is picked")
+    p.add_argument("--val_freq", default=1, type=int,
+                   help="validate every this many epochs (on the test split, for monitoring only, without a val.csv)")
     bool_arg(p, "--disable_eval_during_finetuning", False,
              "no validation while training (no best checkpoint): the last epoch's model is tested")
+    bool_arg(p, "--test_best", False, "after training, test checkpoint-best.pth (best --val_metric on val.csv; needs "
+                                      "a val.csv) instead of the last epoch's model (the release's protocol)")
     bool_arg(p, "--save_feature", False, "also save pooled test features (features.npy + features_index.csv)")
     bool_arg(p, "--model_ema", False, "keep an exponential moving average of the weights")
     p.add_argument("--model_ema_decay", default=0.9999, type=float, help="EMA decay per step")
@@ -134,15 +147,16 @@ def criterion_for(args, info, mixup_fn):
     return torch.nn.CrossEntropyLoss()
 
 
-def test(model, args, info, names, device, amp, prefix=""):
-    """Multi-view test on the test split; writes the reports and prints the table."""
+def test(model, args, info, names, device, amp, source, prefix=""):
+    """Multi-view test on the test split; writes the reports (``source``: metrics.json's provenance)
+    and prints the table."""
     dataset = build_dataset("test", args)
     loader = build_loader(dataset, args, train=False)
     records, feats = predict(model, loader, device, amp, args, header="Test:", with_features=args.save_feature)
     frame, metrics = evaluate_records(records, dataset, info, names, args)
     if dist.is_main_process() and args.output_dir:
         write_reports(args.output_dir, frame, metrics, "regression" if info.task == "regression" else "cls", names,
-                      prefix)
+                      prefix, provenance=source)
         if args.save_feature:
             keys = sorted(feats)
             np.save(os.path.join(args.output_dir, f"{prefix}features.npy"), np.stack([feats[k] for k in keys]))
@@ -168,15 +182,26 @@ def main(args, given=frozenset()):
     if checkpoint is None and args.finetune:
         checkpoint = read_checkpoint(args.finetune)
     model = build_model(args, info, checkpoint).to(device)
+    tested = provenance(args.finetune or args.resume, checkpoint) if args.eval else None
     del checkpoint
     if args.eval:
-        test(model, args, info, names, device, amp)
+        test(model, args, info, names, device, amp, tested)
         dist.cleanup()
         return 0
 
+    # Selection needs a validation split: without one, the test split is scored during training
+    # for monitoring (logged as test_*) and the last epoch's model is what gets tested.
     validate = not args.disable_eval_during_finetuning
+    selecting = validate and has_validation_split(args.data_path)
+    if args.test_best and not selecting:
+        why = ("--disable_eval_during_finetuning validates nothing" if not validate else
+               f"{args.data_path} has no val.csv: testing the best epoch on the test split would select on it "
+               f"(python -m datasets.holdout makes a val.csv out of train.csv)")
+        raise UserError(f"--test_best needs a validation split, and {why}")
+    monitor = "val" if selecting else "test"
+    selection = f"best val {args.val_metric} on val.csv"
     train_set = build_dataset("train", args)
-    val_set = build_dataset("val", args) if validate else []
+    val_set = build_dataset(monitor, args, mode="validation") if validate else []
     collate = multiple_samples_collate if args.num_sample > 1 else None
     train_loader = build_loader(train_set, args, train=True, collate_fn=collate)
     val_loader = build_loader(val_set, args, train=False) if validate else None
@@ -192,7 +217,7 @@ def main(args, given=frozenset()):
                          prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
                          label_smoothing=args.smoothing, num_classes=info.num_outputs)
     criterion = criterion_for(args, info, mixup_fn)
-    print(f"{len(train_set)} train / {len(val_set)} val clips, {steps_per_epoch} steps/epoch, "
+    print(f"{len(train_set)} train / {len(val_set)} {monitor} clips, {steps_per_epoch} steps/epoch, "
           f"{batch_line(args)}")
 
     model_ddp = wrap_model(model, args, device)
@@ -205,6 +230,7 @@ def main(args, given=frozenset()):
     start_epoch, start_it, resumed = resume(args, checkpointer, model, optimizer, scaler, model_ema)
     start_epoch = max(args.start_epoch, start_epoch)
     best_score = (resumed or {}).get("best")
+    best_epoch = (resumed or {}).get("best_epoch")
     partial = (resumed or {}).get("partial")
     del resumed
     stepper = Stepper(model_ddp, optimizer, schedules, scaler, args, model_ema)
@@ -216,11 +242,18 @@ def main(args, given=frozenset()):
         return model_ema.module if (model_ema is not None and args.model_ema_eval) else model
 
     def state(epoch, **extra):
-        return training_state(model, optimizer, scaler, model_ema, args, epoch, best=best_score, **extra)
+        return training_state(model, optimizer, scaler, model_ema, args, epoch, best=best_score, best_epoch=best_epoch,
+                              **extra)
 
     n_parameters = parameter_counts(model)[0]  # trained ones, as mae and VideoMAE log them
-    print(f"start training for {args.epochs} epochs from epoch {start_epoch}; "
-          + (f"best checkpoint by {args.val_metric}" if validate else "no validation: the last epoch is tested"))
+    if not validate:
+        plan = "no validation: the last epoch is tested"
+    elif selecting:
+        plan = f"{BEST} by {args.val_metric} on val.csv; testing " + (BEST if args.test_best else "the last epoch")
+    else:
+        plan = (f"no val.csv: nothing is selected, the last epoch is tested; test {args.val_metric} is printed "
+                f"during training for monitoring only")
+    print(f"start training for {args.epochs} epochs from epoch {start_epoch}; {plan}")
     start = time.time()
     with StopRequest() as stop:
         for epoch, skip in resumable_epochs(train_loader, start_epoch, start_it, args.epochs):
@@ -232,17 +265,21 @@ def main(args, given=frozenset()):
             record = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch, "n_parameters": n_parameters}
             last = epoch + 1 == args.epochs
             if validate and ((epoch + 1) % args.val_freq == 0 or last):
-                records, _ = predict(eval_model(), val_loader, device, amp, args, header="Val:")
+                records, _ = predict(eval_model(), val_loader, device, amp, args, header=f"{monitor.title()}:")
                 _, val_metrics = evaluate_records(records, val_set, info, names, args)
                 score = val_metrics[args.val_metric]
-                better = best_score is None or (score < best_score if args.val_metric == "mse" else score > best_score)
-                if better:
-                    best_score = score
-                    checkpointer.save(BEST, training_state(eval_model(), args=args, epoch=epoch, best=score))
-                print(f"epoch {epoch}: val {args.val_metric} {score:.4f} (best {best_score:.4f})")
+                if selecting:
+                    if best_score is None or (score < best_score if args.val_metric == "mse" else score > best_score):
+                        best_score, best_epoch = score, epoch
+                        checkpointer.save(BEST, training_state(eval_model(), args=args, epoch=epoch, best=score,
+                                                               selection=selection))
+                    print(f"epoch {epoch}: val {args.val_metric} {score:.4f} "
+                          f"(best {best_score:.4f}, epoch {best_epoch})")
+                else:
+                    print(f"epoch {epoch}: test {args.val_metric} {score:.4f} (monitoring: not used to select)")
                 numbers = {k: v for k, v in val_metrics.items() if isinstance(v, (int, float))}
-                record.update({f"val_{k}": v for k, v in numbers.items()})
-                tb.update(head="val", step=epoch, **numbers)
+                record.update({f"{monitor}_{k}": v for k, v in numbers.items()})
+                tb.update(head=monitor, step=epoch, **numbers)
             if (epoch + 1) % args.save_ckpt_freq == 0 or last:
                 checkpointer.save_epoch(epoch, state(epoch))
             tb.update(head="epoch", step=epoch, **stats)
@@ -254,12 +291,19 @@ def main(args, given=frozenset()):
     trace.close()
     print(f"training time {datetime.timedelta(seconds=int(time.time() - start))}")
 
-    # The best checkpoint of this run, when it writes one (not with --no_save_ckpt or without validation).
-    best = os.path.join(args.output_dir, BEST) if args.output_dir and args.save_ckpt and validate else ""
-    if best and dist.from_rank0(lambda: os.path.exists(best)):
+    # The best checkpoint of this run, when it writes one (not with --no_save_ckpt or without a val.csv).
+    best = os.path.join(args.output_dir, BEST) if args.output_dir and args.save_ckpt and selecting else ""
+    if args.test_best and best and dist.from_rank0(lambda: os.path.exists(best)):
         load_model_state(model, load_on_all_ranks(best)["model"])
-        print(f"testing the best checkpoint ({args.val_metric} {best_score:.4f})")
-    test(model, args, info, names, device, amp)
+        print(f"testing {BEST} (val {args.val_metric} {best_score:.4f}, epoch {best_epoch})")
+        tested = {"checkpoint": os.path.abspath(best), "epoch": best_epoch, "selection": selection}
+    else:
+        last = f"checkpoint-{args.epochs - 1}.pth"
+        print(f"testing the last epoch's model ({last})")
+        tested = {"checkpoint": os.path.abspath(os.path.join(args.output_dir, last))
+                  if args.output_dir and args.save_ckpt else None,
+                  "epoch": args.epochs - 1, "selection": LAST_EPOCH}
+    test(model, args, info, names, device, amp, tested)
     dist.cleanup()
     return 0
 

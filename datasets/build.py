@@ -3,7 +3,6 @@ collate function for items that carry several clips."""
 from __future__ import annotations
 
 import os
-import warnings
 
 import torch
 
@@ -50,20 +49,23 @@ def build_pretraining_dataset(args) -> PretrainDataset:
     )
 
 
-def build_dataset(split: str, args) -> VideoClsDataset:
-    """`split` in {'train', 'val', 'test'}; reads `<args.data_path>/<split>.csv`.
-    A missing val.csv falls back to test.csv with a warning."""
+def has_validation_split(data_path) -> bool:
+    """Whether the split folder holds a val.csv: only then is there anything to select a
+    checkpoint on (DFEW, FERV39k and MAFW have none: their test split must not be used to select)."""
+    return os.path.isfile(os.path.join(data_path, "val.csv"))
+
+
+def build_dataset(split: str, args, mode: str | None = None) -> VideoClsDataset:
+    """`split` in {'train', 'val', 'test'}: reads `<args.data_path>/<split>.csv` in the split's
+    mode (train, validation, test), or in `mode` (e.g. the test split seen as validation is: one
+    clip per video, for monitoring during training)."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
     path = os.path.join(args.data_path, f"{split}.csv")
-    if split == "val" and not os.path.exists(path):
-        path = os.path.join(args.data_path, "test.csv")
-        warnings.warn(f"{args.data_path} has no val.csv: validation uses the test split "
-                      f"({path}); validation scores are then test scores", stacklevel=2)
     num_targets = getattr(args, "num_targets", None)
     return VideoClsDataset(
         path, **_common(args),
-        mode={"val": "validation"}.get(split, split),
+        mode=mode or {"val": "validation"}.get(split, split),
         num_classes=None if num_targets else getattr(args, "nb_classes", None),
         num_targets=num_targets or None,
         short_side_size=getattr(args, "short_side_size", None),
@@ -72,4 +74,5 @@ def build_dataset(split: str, args) -> VideoClsDataset:
         aa=getattr(args, "aa", "rand-m7-n4-mstd0.5-inc1"),
         num_sample=getattr(args, "num_sample", 1),
         crop_scale=getattr(args, "train_crop_scale", None) or (0.08, 1.0),
+        frame_resize=getattr(args, "frame_resize", "square"),
     )

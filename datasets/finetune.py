@@ -1,34 +1,31 @@
-"""Fine-tuning clips for classification or regression (docs/recipes.md).
+"""Fine-tuning clips for classification or regression: the release's pipeline (docs/recipes.md).
 
-train       random temporal window; random resized crop; RandAugment; horizontal
-            flip (all identical across the frames of a clip); `num_sample` > 1
-            augments the decoded clip that many times. Random erasing works on
-            normalised clips: the engine applies it on the device
-            (engine/device_batch.py).
-validation  one centre window, short side resized, centre crop.
-test        `test_num_segment` windows evenly placed over the video x
-            `test_num_crop` crops evenly placed along both axes (they differ
-            whenever the resized frame is larger than the crop on some axis,
-            i.e. on any non-square frame); item `i` is view `i % num_views` of
+Every frame is first resized to `short_side_size` x `short_side_size` (`frame_resize="square"`,
+the release's; `"keep_aspect"` resizes the short side instead).
+
+train       a random window (`sampling.train_indices`); then, per clip drawn (`num_sample` > 1
+            augments the decoded clip that many times): RandAugment at the resized size (one
+            draw per clip, applied to each frame), a random resized crop to `input_size`
+            (bilinear, no antialiasing), a horizontal flip. Random erasing works on normalised
+            clips: the engine applies it on the device (engine/device_batch.py).
+validation  a random window by the training rule (as the release), the centre crop.
+test        `test_num_segment` windows on the stride grid (`sampling.segment_windows`) x
+            `test_num_crop` crops placed along both axes (identical when the resized frame is
+            the crop's size, as in the release's recipe); item `i` is view `i % num_views` of
             video `i // num_views`.
 
 Items hold uint8 frames `(T, H, W, 3)`; the engine normalises them on the device.
-
-RandAugment runs after the crop, at the network resolution: its translate
-magnitude (0.45 x input size, as in the release) is then in output pixels and
-its cost does not grow with the source resolution. The release ran it before.
 """
 from __future__ import annotations
 
-import random
-
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from . import transforms as T
 from .annotations import read_annotations
 from .robust import DEFAULT_MAX_BAD_FRACTION, SampleGuard
-from .sampling import centre_window, random_window, uniform_windows
+from .sampling import segment_windows, train_indices
 from .video_io import read_clips
 
 MODES = ("train", "validation", "test")
@@ -39,7 +36,8 @@ class VideoClsDataset(Dataset):
                  num_classes=None, num_targets=None, num_frames=16, sampling_rate=4,
                  input_size=160, short_side_size=None, test_num_segment=2, test_num_crop=1,
                  aa="rand-m7-n4-mstd0.5-inc1", num_sample=1, backend="pyav", strict=False,
-                 max_bad_fraction=DEFAULT_MAX_BAD_FRACTION, flip=True, crop_scale=(0.08, 1.0)):
+                 max_bad_fraction=DEFAULT_MAX_BAD_FRACTION, flip=True, crop_scale=(0.08, 1.0),
+                 frame_resize="square"):
         mode = {"val": "validation"}.get(mode, mode)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -55,6 +53,9 @@ class VideoClsDataset(Dataset):
         self.test_num_segment, self.test_num_crop = test_num_segment, test_num_crop
         self.num_sample, self.backend, self.flip = num_sample, backend, flip
         self.crop_scale = tuple(crop_scale)
+        if frame_resize not in T.FRAME_RESIZES:
+            raise ValueError(f"frame_resize must be one of {T.FRAME_RESIZES}, not {frame_resize!r}")
+        self.frame_resize = frame_resize
         self.rand_augment = T.ClipRandAugment(aa, input_size) if aa else None
         self.guard = SampleGuard(self.samples, strict, max_bad_fraction)
 
@@ -77,29 +78,29 @@ class VideoClsDataset(Dataset):
 
     # -- train ---------------------------------------------------------------
     def _augment(self, clip: torch.Tensor) -> torch.Tensor:
-        clip = T.random_resized_crop(clip, self.input_size, scale=self.crop_scale)
         if self.rand_augment is not None:
             clip = self.rand_augment(clip)
-        if self.flip and random.random() < 0.5:
+        clip = T.random_resized_crop(clip, self.input_size, scale=self.crop_scale)
+        if self.flip and np.random.uniform() < 0.5:  # the release's draw
             clip = T.hflip(clip)
         return T.to_frames(clip)
 
     def _load_train(self, index):
         def choose(n):
-            return [random_window(n, self.num_frames, self.sampling_rate)]
+            return [train_indices(n, self.num_frames, self.sampling_rate)]
         (frames,) = self._read(self.samples[index].path, choose)
-        clip = T.to_clip_tensor(frames)
+        clip = T.resize_frames(T.to_clip_tensor(frames), self.short_side_size, self.frame_resize)
         return [self._augment(clip) for _ in range(self.num_sample)]
 
     # -- validation / test -----------------------------------------------------
     def _load_eval(self, index, segment=0, crop=0):
         def choose(n):
             if self.mode == "validation":
-                return [centre_window(n, self.num_frames, self.sampling_rate)]
-            windows = uniform_windows(n, self.num_frames, self.sampling_rate, self.test_num_segment)
-            return [windows[segment]]
+                return [train_indices(n, self.num_frames, self.sampling_rate)]
+            return [segment_windows(n, self.num_frames, self.sampling_rate, self.test_num_segment)[segment]]
         (frames,) = self._read(self.samples[index].path, choose)
-        clip = T.eval_crop(T.to_clip_tensor(frames), self.input_size, self.short_side_size, crop, self.test_num_crop)
+        clip = T.eval_crop(T.to_clip_tensor(frames), self.input_size, self.short_side_size, crop,
+                           self.test_num_crop if self.mode == "test" else 1, resize=self.frame_resize)
         return T.to_frames(clip)
 
     def __getitem__(self, index):

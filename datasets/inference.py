@@ -13,16 +13,19 @@ from .video_io import DEFAULT_BACKEND, VideoReadError, read_clips
 
 @dataclass
 class ClipSpec:
-    """How a model sees a clip: its input size, the short side before the centre crop, and
-    whether the fixed face box of pre-training is taken first."""
+    """How a model sees a clip: its input size, the size frames are resized to before the centre
+    crop and how (`T.FRAME_RESIZES`), and whether the fixed face box of pre-training is taken
+    first."""
     input_size: int = 160
     short_side_size: int | None = None
     face_box: bool = False
+    resize: str | None = "square"
 
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 `(T, H, W, 3)` frames → the normalised `(3, T, S, S)` clip."""
         clip = T.to_clip_tensor(np.ascontiguousarray(frames))
-        return T.eval_view(clip, self.input_size, self.short_side_size, face=self.face_box)
+        return T.eval_view(clip, self.input_size, self.short_side_size, face=self.face_box,
+                           resize=self.resize or "square")
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""Pre-training clips (docs/recipes.md): 16 frames at stride 4 from a random
-start, optional fixed upper-centre face crop, multi-scale crop to the input
-size, and a tube mask. Clips stay uint8: the engine normalises them and builds the
-reconstruction targets on the device (engine/device_batch.py)."""
+"""Pre-training clips (docs/recipes.md): 16 frames at stride 4 from a random start
+(`sampling.pretrain_indices`, the release's rule), optional fixed upper-centre face crop,
+multi-scale crop to the input size, and a tube mask. Clips stay uint8: the engine normalises them
+and builds the reconstruction targets on the device (engine/device_batch.py)."""
 from __future__ import annotations
 
 import torch
@@ -11,7 +11,7 @@ from . import transforms as T
 from .annotations import read_annotations
 from .masking import TubeMaskGenerator
 from .robust import DEFAULT_MAX_BAD_FRACTION, SampleGuard
-from .sampling import random_window
+from .sampling import pretrain_indices
 from .video_io import read_clips
 
 
@@ -52,7 +52,7 @@ class PretrainDataset(Dataset):
 
     def _load(self, index):
         def choose(n):
-            return [random_window(n, self.num_frames, self.sampling_rate)
+            return [pretrain_indices(n, self.num_frames, self.sampling_rate)
                     for _ in range(self.num_samples)]
         clips, masks = [], []
         for frames in self._read(self.samples[index].path, choose):

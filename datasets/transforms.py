@@ -8,8 +8,11 @@ augmentations leave them in, so collating them is a plain copy): the float work 
 where the model runs (engine/device_batch.py). `normalize` is the one home of the ImageNet
 normalisation and of the move to the model's layout `(3, T, H, W)`, for a batch on the device as
 for a single clip on the host (`to_model_input`); random erasing, which works on normalised
-values, comes after it. Geometry is one `resized_crop` per clip (one interpolation for all
-frames); colour ops come from timm.
+values, comes after it. Geometry is one resize or `resized_crop` per clip (one interpolation for
+all frames); RandAugment's ops come from timm.
+
+Every step is the release's (docs/recipes.md); where it used PIL the faster equivalents here
+differ by the measured pixel amounts docs/recipes.md states (`python -m tools.benchmark.fidelity`).
 """
 from __future__ import annotations
 
@@ -22,11 +25,10 @@ import cv2
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from PIL import Image, ImageEnhance
+from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.data.auto_augment import rand_augment_transform
 from timm.data.random_erasing import RandomErasing
-from torchvision.transforms import RandomResizedCrop
 
 from .face_box import FACE_BOX_224, RECROPPED_SIZE, face_box  # noqa: F401  (T.face_box, the pipeline's)
 
@@ -82,15 +84,16 @@ def denormalize(clip: torch.Tensor) -> torch.Tensor:
     return clip * _constants(clip.device, "std") + _constants(clip.device, "mean")
 
 
-def resized_crop(clip, top, left, height, width, size) -> torch.Tensor:
+def resized_crop(clip, top, left, height, width, size, antialias=True) -> torch.Tensor:
     return TF.resized_crop(clip, top, left, height, width, [size, size],
-                           interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+                           interpolation=TF.InterpolationMode.BILINEAR, antialias=antialias)
 
 
 class MultiScaleCrop:
-    """TSN/VideoMAE multi-scale crop: side lengths from `scales` x the short side
-    (aspect distortion of at most `max_distort` scale steps), placed at one of 13
-    fixed positions (corners, centre, quarter points), resized to `size`."""
+    """TSN/VideoMAE multi-scale crop (the release's pre-training crop): side lengths from `scales`
+    x the short side, a side within 3 px of `size` taken as `size` (aspect distortion of at most
+    `max_distort` scale steps), placed at one of 13 fixed positions (corners, centre, quarter
+    points) in steps of a quarter of the free space rounded down, resized to `size`."""
 
     # (x, y) in quarters of the free space.
     POSITIONS = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0),
@@ -102,11 +105,12 @@ class MultiScaleCrop:
     def params(self, height: int, width: int) -> tuple[int, int, int, int]:
         base = min(height, width)
         sides = [int(base * s) for s in self.scales]
+        sides = [self.size if abs(s - self.size) < 3 else s for s in sides]
         pairs = [(h, w) for i, h in enumerate(sides) for j, w in enumerate(sides)
                  if abs(i - j) <= self.max_distort]
         h, w = random.choice(pairs)
         qx, qy = random.choice(self.POSITIONS)
-        return (height - h) * qy // 4, (width - w) * qx // 4, h, w
+        return qy * ((height - h) // 4), qx * ((width - w) // 4), h, w
 
     def __call__(self, clip: torch.Tensor, box=None) -> torch.Tensor:
         """`box` (top, left, h, w) restricts the crop to a region first, e.g. the face box."""
@@ -115,10 +119,38 @@ class MultiScaleCrop:
         return resized_crop(clip, top0 + top, left0 + left, h, w, self.size)
 
 
-def random_resized_crop(clip: torch.Tensor, size: int, scale=(0.08, 1.0),
-                        ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
-    top, left, h, w = RandomResizedCrop.get_params(clip, list(scale), list(ratio))
-    return resized_crop(clip, top, left, h, w, size)
+# The release's aspect range of the random resized crop, as it wrote it.
+CROP_RATIO = (0.75, 1.3333)
+
+
+def random_resized_box(height: int, width: int, scale=(0.08, 1.0), ratio=CROP_RATIO,
+                       rng=random) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of an Inception-style crop, drawn as the release draws it: up to 10 tries
+    of an area fraction in `scale` and a log-uniform aspect in `ratio`, else the largest centred
+    box of an aspect in `ratio`. (torchvision's draw is the same in float32, from torch's RNG.)"""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = rng.uniform(*scale) * area
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def random_resized_crop(clip: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=CROP_RATIO) -> torch.Tensor:
+    """The release's training crop: bilinear without antialiasing (its `F.interpolate`)."""
+    top, left, h, w = random_resized_box(*clip.shape[-2:], scale, ratio)
+    return resized_crop(clip, top, left, h, w, size, antialias=False)
 
 
 def hflip(clip: torch.Tensor) -> torch.Tensor:
@@ -129,30 +161,47 @@ def hflip(clip: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(cv2.flip(frames, 1).reshape(t, h, w, c)).permute(0, 3, 1, 2)
 
 
-def resize_short_side(clip: torch.Tensor, size: int) -> torch.Tensor:
-    if min(clip.shape[-2:]) == size:
-        return clip
+# How frames are resized before any crop: `square`, the release's, to short_side x short_side (a
+# squash when the frame is not square); `keep_aspect`, the short side to short_side.
+FRAME_RESIZES = ("square", "keep_aspect")
+
+
+def resize_frames(clip: torch.Tensor, short_side: int, mode: str = "square") -> torch.Tensor:
+    """Bilinear and antialiased, as PIL's resize that the release used; unchanged when the frames
+    already have the size."""
+    h, w = clip.shape[-2:]
+    if mode == "square":
+        size = [short_side, short_side]
+        if (h, w) == (short_side, short_side):
+            return clip
+    elif mode == "keep_aspect":
+        size = short_side
+        if min(h, w) == short_side:
+            return clip
+    else:
+        raise ValueError(f"frame resize must be one of {FRAME_RESIZES}, not {mode!r}")
     return TF.resize(clip, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
 
 
 def crop_offsets(length: int, size: int, count: int) -> list[int]:
-    """`count` crop starts along one axis, evenly from one end to the other
-    (centred when there is a single one)."""
+    """`count` crop starts along one axis: the release's `int(k * step)`, `step = (length - size) /
+    (count - 1)`; a single crop is centred as its validation centre crop (Python's round)."""
     if count == 1:
-        return [(length - size) // 2]
-    return np.round(np.linspace(0, length - size, count)).astype(int).tolist()
+        return [int(round((length - size) / 2.0))]
+    step = 1.0 * (length - size) / (count - 1)
+    return [int(k * step) for k in range(count)]
 
 
 def eval_crop(clip: torch.Tensor, size: int, short_side: int | None = None, crop: int = 0, num_crops: int = 1,
-              face: bool = False) -> torch.Tensor:
-    """How validation and testing see a uint8 `(T, 3, H, W)` clip: short side resized to
-    `short_side` (default `size`), crop `crop` of `num_crops` placed evenly along both axes (the
-    centre for one); uint8 `(T, 3, size, size)`. `face` first takes the fixed face box of
-    pre-training (for 224x224 face tracks)."""
+              face: bool = False, resize: str = "square") -> torch.Tensor:
+    """How validation and testing see a uint8 `(T, 3, H, W)` clip: resized (`resize`, to
+    `short_side`, default `size`), crop `crop` of `num_crops` placed along both axes (the centre
+    for one); uint8 `(T, 3, size, size)`. `face` first takes the fixed face box of pre-training
+    (for 224x224 face tracks)."""
     if face:
         top, left, h, w = face_box(*clip.shape[-2:])
         clip = clip[..., top:top + h, left:left + w]
-    clip = resize_short_side(clip, short_side or size)
+    clip = resize_frames(clip, short_side or size, resize)
     h, w = clip.shape[-2:]
     top, left = crop_offsets(h, size, num_crops)[crop], crop_offsets(w, size, num_crops)[crop]
     return clip[..., top:top + size, left:left + size]
@@ -187,17 +236,24 @@ def _affine_coefficients(name: str, args: tuple, height: int, width: int):
 
 
 def warp_frames(frames: np.ndarray, coeffs, fill) -> np.ndarray:
-    """One bilinear affine warp, the same for every frame of a uint8 `(T, H, W, 3)` array, in
-    PIL's convention (pixel centres at +0.5); uncovered pixels take `fill`."""
+    """One affine warp, the same for every frame of a uint8 `(T, H, W, 3)` array, as PIL's
+    `Image.transform` with bicubic resampling does it: pixel centres at +0.5, an output pixel whose
+    source point lies outside the frame takes `fill`, one inside reads edge-clamped neighbours.
+    OpenCV's bicubic kernel (a = -0.75) stands for PIL's (a = -1): docs/recipes.md gives the
+    difference."""
     t, h, w, _ = frames.shape
     a, b, c, d, e, f = coeffs
+    ys, xs = np.mgrid[0:h, 0:w] + 0.5
+    src_x, src_y = a * xs + b * ys + c, d * xs + e * ys + f
+    outside = (src_x < 0) | (src_x >= w) | (src_y < 0) | (src_y >= h)
     # OpenCV puts pixel centres at integers: shift PIL's map by half a pixel on both sides.
     matrix = np.array([[a, b, c + 0.5 * (a + b) - 0.5], [d, e, f + 0.5 * (d + e) - 0.5]])
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
     out = np.empty_like(frames, order="C")
     for frame, dst in zip(frames, out):  # straight into the output: no per-frame arrays to stack
         cv2.warpAffine(np.ascontiguousarray(frame), matrix, (w, h), dst=dst, flags=flags,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(fill))
+                       borderMode=cv2.BORDER_REPLICATE)
+    out[:, outside] = fill
     return out
 
 
@@ -232,20 +288,18 @@ def _record_args(op, image):
 
 
 class ClipRandAugment:
-    """timm RandAugment with one draw per clip, applied identically to every frame.
+    """timm RandAugment as the release applies it to a clip: the op sequence and each op's
+    magnitude and sign drawn once per clip (by timm's own code), then every frame transformed on
+    its own with those values, so AutoContrast, Equalize and Contrast take each frame's statistics.
 
-    The op sequence and each op's magnitude and sign are drawn once, by timm's own code.
-    Colour ops see all frames at once, so AutoContrast / Equalize / Contrast take their
-    statistics from the whole clip instead of letting them flicker frame to frame. Ops that map
-    each pixel value on its own (Invert, Posterize, Solarize, SolarizeAdd, Brightness, and
-    Contrast once the clip's mean is known) become a lookup table, read off timm's op applied to a
-    ramp of all 256 values, and OpenCV applies it to the clip. The other colour ops run through
-    timm on the frames stacked into one tall image. The geometric ops and Sharpness (PIL's bicubic
-    warps are slow) go through OpenCV with the same maps: a bilinear affine warp in PIL's pixel
-    convention, and PIL's smoothing kernel.
+    Ops that map each pixel value on its own (Invert, Posterize, Solarize, SolarizeAdd, Brightness)
+    become a lookup table, read off timm's op applied to a ramp of all 256 values, that OpenCV
+    applies to the clip; Color (a per-pixel blend with grey) runs through timm on the frames stacked
+    into one tall image; both are exact. The geometric ops and Sharpness (PIL's warps are ~10x
+    slower) go through OpenCV with PIL's maps: see `warp_frames` and `sharpen_frames`. The other
+    ops run through timm frame by frame.
     """
 
-    CLIP_WIDE = ("AutoContrast", "Equalize", "Color")
     POINTWISE = ("Invert", "Posterize", "Solarize", "Brightness")  # Solarize* covers SolarizeAdd
 
     def __init__(self, config_str: str, input_size: int):
@@ -277,22 +331,17 @@ def apply_op(op, args: tuple, frames: np.ndarray) -> np.ndarray:
     """timm op `op` with its drawn `args` on every frame of a uint8 `(T, H, W, 3)` array."""
     t, h, w, _ = frames.shape
     name = op.name
-    tall = np.ascontiguousarray(frames).reshape(t * h, w, 3)
-    if name.startswith(ClipRandAugment.POINTWISE):
+    if name.startswith(ClipRandAugment.POINTWISE + ("Color",)):
+        tall = np.ascontiguousarray(frames).reshape(t * h, w, 3)
+        if name.startswith("Color"):
+            return np.array(op.aug_fn(Image.fromarray(tall), *args, **op.kwargs)).reshape(t, h, w, 3)
         return _lookup(tall, np.asarray(op.aug_fn(_RAMP, *args, **op.kwargs))).reshape(t, h, w, 3)
-    if name.startswith("Contrast"):
-        # PIL's Contrast blends towards the clip's mean grey: pointwise once that is known.
-        grey = ImageEnhance.Contrast(Image.fromarray(tall)).degenerate.getpixel((0, 0))
-        lut = np.asarray(Image.blend(Image.new("RGB", _RAMP.size, grey), _RAMP, args[0]))
-        return _lookup(tall, lut).reshape(t, h, w, 3)
-    if name.startswith(ClipRandAugment.CLIP_WIDE):
-        return np.array(op.aug_fn(Image.fromarray(tall), *args, **op.kwargs)).reshape(t, h, w, 3)
     coeffs = _affine_coefficients(name, args, h, w)
     if coeffs is not None:
         return warp_frames(frames, coeffs, op.kwargs.get("fillcolor", (128, 128, 128)))
     if name.startswith("Sharpness"):
         return sharpen_frames(frames, args[0])
-    # An op without a batched version: per frame, through timm.
+    # AutoContrast, Equalize, Contrast (per-frame statistics) and any op without a batched version.
     return np.stack([np.asarray(op.aug_fn(Image.fromarray(np.ascontiguousarray(f)), *args, **op.kwargs))
                      for f in frames])
 

@@ -2,7 +2,8 @@
 refuses to mix a run with one of other settings.
 
 Files in ``--output_dir``: ``checkpoint-N.pth`` after epoch N (every ``--save_ckpt_freq`` epochs
-and the last), ``checkpoint-best.pth`` (the best validation score), ``checkpoint-latest.pth``
+and the last), ``checkpoint-best.pth`` (the best validation score, only with a real validation split),
+``checkpoint-latest.pth``
 (written when a stop is requested, possibly mid-epoch). Each holds where training continues:
 ``resume = {"epoch": e, "iteration": i}``, the next epoch and the micro-batches of it already done.
 """
@@ -15,7 +16,7 @@ import shutil
 
 import torch
 
-from models import CheckpointReadError, load_checkpoint_file
+from models import CheckpointReadError, checkpoint_args, load_checkpoint_file
 from models.tuning import checkpoint_record, load_model_state, model_state, same_backbone
 
 from .cli import RunError, UserError
@@ -32,8 +33,9 @@ RUN_CONTROL = frozenset({
     "print_freq", "device", "gpu", "rank", "local_rank", "distributed",
     "dist_timeout", "save_ckpt_freq", "keep_last", "trace_steps", "backend", "strict", "max_bad_fraction",
     "data_root", "prefix_map", "dist_eval", "save_feature", "eval", "force_config", "compile", "compile_mode", "save_ckpt",
-    "class_names", "backbone",
+    "class_names", "backbone", "test_best",
 })
+LAST_EPOCH = "none (last epoch)"
 
 
 class CheckpointSaveError(RunError):
@@ -119,6 +121,21 @@ def training_state(model, optimizer=None, scaler=None, model_ema=None, args=None
         state["resume"] = dict(resume)
     state.update(extra)
     return state
+
+
+def provenance(path, ckpt):
+    """What a checkpoint's numbers come from, for metrics.json: the file, the epoch it holds and how
+    it was chosen (what the checkpoint records; else, by its epoch, none or unknown)."""
+    epoch = ckpt.get("epoch")
+    selection = ckpt.get("selection")
+    if not selection:
+        epochs = checkpoint_args(ckpt).get("epochs")
+        if isinstance(epoch, int) and isinstance(epochs, int):
+            selection = LAST_EPOCH if epoch == epochs - 1 else f"none (epoch {epoch} of {epochs})"
+        else:
+            selection = f"unknown (the checkpoint records epoch {epoch!r})"
+    return {"checkpoint": os.path.abspath(path), "epoch": epoch if isinstance(epoch, int) else _plain(epoch),
+            "selection": selection}
 
 
 def resume_position(ckpt):

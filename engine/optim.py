@@ -28,6 +28,12 @@ def scaled_lrs(args):
             "warmup_lr": args.warmup_lr * factor}
 
 
+# Which layer the TPSBT's temporal downsampling convs and bottleneck modules count as in layer-wise
+# lr decay: "release", the top one (full lr: the release's layer ids put every parameter that is
+# neither a block's nor the embedding's there); "stage", the first block of their stage.
+LAYER_DECAY_SCHEMES = ("release", "stage")
+
+
 def build_optimizer(args, model):
     """AdamW (or ``--opt``); no weight decay on 1-D params and the model's ``no_weight_decay`` set."""
     kwargs = {}
@@ -40,6 +46,8 @@ def build_optimizer(args, model):
         # full-size temporaries (foreach's) in peak memory.
         kwargs["fused"] = True
     layer_decay = getattr(args, "layer_decay", None)
+    if hasattr(model, "layer_decay_scheme"):
+        model.layer_decay_scheme = getattr(args, "layer_decay_scheme", "release")
     optimizer = create_optimizer_v2(
         model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
         layer_decay=layer_decay if layer_decay is not None and layer_decay < 1.0 else None,

@@ -136,7 +136,9 @@ def add_model_options(parser):
     g.add_argument("--num_frames", type=int, default=None, help="frames per clip")
     g.add_argument("--sampling_rate", type=int, default=None, help="frame stride inside a clip")
     g.add_argument("--tubelet_size", type=int, default=None, help="frames per token")
-    g.add_argument("--short_side_size", type=int, default=None, help="resize before the centre crop")
+    g.add_argument("--short_side_size", type=int, default=None, help="frames are resized to this before the crop")
+    g.add_argument("--frame_resize", default=None, choices=["square", "keep_aspect"],
+                   help="square: to short_side x short_side (the release's); keep_aspect: the short side")
     g.add_argument("--stage_depths", type=int_list, default=None, help="e.g. '12 6 3' or 12,6,3")
     g.add_argument("--num_bottleneck_tokens", type=int_list, default=None, help="bottleneck tokens per time step")
     g.add_argument("--embed_dim", type=int, default=None, help="only for models trained with a custom width")

@@ -86,11 +86,13 @@ def format_table(metrics, task, title=""):
     return "\n".join(lines)
 
 
-def write_reports(output_dir, frame, metrics, task, names, prefix=""):
-    """pred.csv, metrics.json and confusion_matrix.png (or scatter_<target>.png for regression)."""
+def write_reports(output_dir, frame, metrics, task, names, prefix="", provenance=None):
+    """pred.csv, metrics.json and confusion_matrix.png (or scatter_<target>.png for regression).
+    ``provenance`` (what produced the numbers: checkpoint, epoch, selection) goes into metrics.json
+    under "provenance"."""
     os.makedirs(output_dir, exist_ok=True)
     frame.to_csv(os.path.join(output_dir, f"{prefix}pred.csv"), index=False)
-    metrics = finite_metrics(metrics)
+    metrics = finite_metrics(metrics if provenance is None else {**metrics, "provenance": provenance})
     if "non_finite" in metrics:
         print(f"WARNING: non-finite metrics, written as null: {', '.join(metrics['non_finite'])}")
     with open(os.path.join(output_dir, f"{prefix}metrics.json"), "w") as f:

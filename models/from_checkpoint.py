@@ -16,7 +16,7 @@ from .tuning import Tuning, apply_tuning, find_backbone, is_tuned_checkpoint, lo
 MODEL_KEYS = ("model", "input_size", "num_frames", "tubelet_size", "stage_depths", "num_bottleneck_tokens",
               "temporal_kernel_size", "embed_dim", "num_heads", "use_mean_pooling", "keep_temporal_dim",
               "decoder_depth", "decoder_embed_dim", "decoder_num_heads")
-CLIP_KEYS = ("sampling_rate", "short_side_size")
+CLIP_KEYS = ("sampling_rate", "short_side_size", "frame_resize")
 OUTPUT_KEYS = ("data_set", "nb_classes", "task", "num_targets", "class_names")
 
 

@@ -46,14 +46,16 @@ def _gather(x, index):
 
 
 class PretrainTPSBTEncoder(TPSBTTrunk):
-    """TPSBT on the visible tokens; the stages are fused (Eq. 10) and normed (``norm``)."""
+    """TPSBT on the visible tokens; the stages are fused (Eq. 10) and normed (``norm``). Its Linear
+    weights start xavier-uniform, as the release's pre-training encoder (the fine-tuning model's
+    start truncated-normal, std 0.02)."""
 
     def __init__(self, num_classes=0, **kwargs):
         super().__init__(**kwargs)
         norm_layer = kwargs.get("norm_layer") or partial(nn.LayerNorm, eps=1e-6)
         self.norm = norm_layer(self.embed_dim)
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(init_weights)
+        self.apply(partial(init_weights, linear_init=nn.init.xavier_uniform_))
 
     def forward(self, x, mask, visible_index=None):
         """Clip ``(B, C, T, H, W)`` and mask ``(B, N)`` → fused visible tokens ``(B, N_visible, C)``."""
@@ -127,10 +129,10 @@ class PretrainTPSBT(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         self.register_buffer("pos_embed", sinusoid_table(self.encoder.patch_embed.num_patches, decoder_embed_dim),
                              persistent=False)
-        # MAE-style initialisation for the decoder, which is thrown away after pre-training.
+        # The release's initialisation: xavier-uniform for the decoder's Linear weights, PyTorch's
+        # default for encoder_to_decoder, and the mask token normal(0, 0.02) truncated at one std.
         self.decoder.apply(partial(init_weights, linear_init=nn.init.xavier_uniform_))
-        nn.init.xavier_uniform_(self.encoder_to_decoder.weight)
-        trunc_normal_(self.mask_token, std=0.02)
+        trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
 
     @property
     def num_patches(self):

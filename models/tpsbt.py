@@ -30,6 +30,8 @@ def _per_stage(value, num_later_stages, name):
 class TPSBTTrunk(nn.Module):
     """Patch embedding, position table and the staged blocks, shared by fine-tuning and pre-training."""
 
+    layer_decay_scheme = "release"  # see group_matcher; engine/optim.py sets it from --layer_decay_scheme
+
     def __init__(self, img_size=160, patch_size=16, in_chans=3, embed_dim=512, num_heads=8, mlp_ratio=4.0,
                  qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=None,
                  init_values=0.0, use_learnable_pos_emb=False, num_frames=16, tubelet_size=2,
@@ -94,13 +96,13 @@ class TPSBTTrunk(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse=False):
-        """Layer ordinals for timm's layer-wise lr decay.
-
-        The temporal downsampling and bottleneck modules of a stage sit at the depth of that
-        stage's first block (the release gave them the full learning rate).
-        """
+        """Layer ordinals for timm's layer-wise lr decay: the embedding 0, block i at i + 1, the rest
+        on top. ``layer_decay_scheme`` says where the temporal downsampling and bottleneck modules
+        go: "release" on top (the full lr, as the release's layer ids), "stage" at the depth of their
+        stage's first block."""
         starts = [sl.start for sl in self.stage_slices()]
         stage_of = self.block_stage_ids()
+        stagewise = self.layer_decay_scheme == "stage"
 
         def ordinal(name):
             if name.startswith(("patch_embed.", "pos_embed")):
@@ -109,9 +111,9 @@ class TPSBTTrunk(nn.Module):
             if parts[0] == "blocks":
                 block = int(parts[1])
                 return starts[stage_of[block]] + 1 if coarse else block + 1
-            if parts[0] in ("temporal_downsamples", "spatial_downsamples"):
+            if stagewise and parts[0] in ("temporal_downsamples", "spatial_downsamples"):
                 return starts[int(parts[1]) + 1] + 1
-            return float("inf")  # norms and head: the top layer
+            return float("inf")  # norms, head (and the stage modules by the release's ids): the top layer
 
         return ordinal
 

@@ -109,9 +109,13 @@ svfap_pretrain() {
 }
 
 # Fine-tune on every split the registry lists for DATA_SET (sub-folders of SPLIT_DIR), test each
-# one's EVAL_CKPT with multi-view testing, then pool: all splits into one score, or each on its
-# own (AVCAffe's two targets). SKIP_TRAIN=1 only tests existing checkpoints; SPLITS="split01"
-# runs a subset. "$@" goes to every run_finetune.py call.
+# one's EVAL_CKPT with multi-view testing, then pool: all splits into one score, written to
+# $OUTPUT_DIR/pooled with the mean +- std of the splits' scores, or each on its own (AVCAffe's two
+# targets). EVAL_CKPT defaults to the last epoch's checkpoint, as the release tested; with a
+# val.csv in a split, EVAL_CKPT=checkpoint-best.pth tests the best epoch by validation instead
+# (there is no checkpoint-best.pth without one: selecting on the test split is not done).
+# SKIP_TRAIN=1 only tests existing checkpoints; SPLITS="split01" runs a subset. "$@" goes to every
+# run_finetune.py call.
 svfap_finetune() {
   svfap_require DATA_SET DATA_ROOT SPLIT_DIR PRETRAINED OUTPUT_DIR MODEL TOTAL_BATCH EPOCHS WARMUP_EPOCHS LR \
     MIN_LR WARMUP_LR WEIGHT_DECAY OPT_BETAS OPT_EPS LAYER_DECAY DROP_PATH INIT_SCALE NUM_FRAMES SAMPLING_RATE \
@@ -123,9 +127,9 @@ svfap_finetune() {
   splits=$(eval "$facts"; echo "$SPLITS")
   pool=$(eval "$facts"; echo "$POOL")
   splits=${SPLITS:-$splits}
-  EVAL_CKPT=${EVAL_CKPT:-checkpoint-best.pth}
+  EVAL_CKPT=${EVAL_CKPT:-checkpoint-$((EPOCHS - 1)).pth}
   svfap_batch "$TOTAL_BATCH"
-  local split pred_dirs=()
+  local split pred_dirs=() fold_names=()
   for split in $splits; do
     local data=$SPLIT_DIR/$split out=$OUTPUT_DIR/$split
     if [ "$split" = . ]; then data=$SPLIT_DIR; out=$OUTPUT_DIR; fi
@@ -149,11 +153,13 @@ svfap_finetune() {
     svfap_torchrun run_finetune.py "${common[@]}" --eval True --finetune "$out/$EVAL_CKPT" \
       --output_dir "$out/eval" "$@"
     pred_dirs+=("$out/eval")
+    fold_names+=("$split")
     if [ "$pool" = each ]; then
       svfap_run "$PYTHON" -m engine.pool_folds --data_set "$DATA_SET" --pred_dirs "$out/eval"
     fi
   done
   if [ "$pool" = joint ]; then
-    svfap_run "$PYTHON" -m engine.pool_folds --data_set "$DATA_SET" --pred_dirs "${pred_dirs[@]}"
+    svfap_run "$PYTHON" -m engine.pool_folds --data_set "$DATA_SET" --pred_dirs "${pred_dirs[@]}" \
+      --fold_names "${fold_names[@]}" --output_dir "$OUTPUT_DIR/pooled"
   fi
 }

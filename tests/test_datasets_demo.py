@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from datasets import (build_dataset, build_pretraining_dataset, multiple_samples_collate,
                       read_annotations)
+from datasets.build import has_validation_split
 from datasets.demo import CLASSES, MOTION, PARTS, activations, generate, render
 
 
@@ -87,13 +88,15 @@ def test_builders(demo, tmp_path):
     val = build_dataset("val", args)
     assert val.mode == "validation" and len(val) == 6
 
-    # No val.csv: validation falls back to the test split, with a warning.
+    # No val.csv: nothing to select on; the test split is read as validation reads (one clip per
+    # video) to monitor training.
+    assert has_validation_split(str(demo))
     for name in ("train.csv", "test.csv", "classes.txt"):
         (tmp_path / name).write_text((demo / name).read_text())
-    fallback = namespace(demo, data_path=str(tmp_path), data_root=str(demo))
-    with pytest.warns(UserWarning, match="validation uses the test split"):
-        val = build_dataset("val", fallback)
-    assert [s.path for s in val.samples] == [s.path for s in test.samples]
+    assert not has_validation_split(str(tmp_path))
+    monitor = build_dataset("test", namespace(demo, data_path=str(tmp_path), data_root=str(demo)), mode="validation")
+    assert monitor.mode == "validation" and len(monitor) == 6
+    assert [s.path for s in monitor.samples] == [s.path for s in test.samples]
 
     pre = build_pretraining_dataset(namespace(demo))   # folder: takes pretrain.csv
     clip, mask, _ = pre[0]

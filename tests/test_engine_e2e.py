@@ -38,7 +38,7 @@ def test_auto_precision_pretrains_in_bf16_on_a_cpu_with_native_bf16(demo, tmp_pa
 def test_finetune_from_pretraining_writes_reports(finetuned):
     out, proc = finetuned
     assert "loaded" in proc.stdout and "new (trained from scratch)" in proc.stdout
-    assert "validation uses the test split" not in proc.stderr  # the demo has its own val split
+    assert "checkpoint-best.pth by uar on val.csv; testing the last epoch" in proc.stdout  # the demo has a val.csv
     for name in ("checkpoint-best.pth", "checkpoint-0.pth", "pred.csv", "metrics.json", "confusion_matrix.png",
                  "log.txt"):
         assert (out / name).is_file(), name
@@ -48,6 +48,8 @@ def test_finetune_from_pretraining_writes_reports(finetuned):
     assert scores.shape[1] == 6 and abs(scores.sum(1) - 1).max() < 1e-5
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["uar"] <= 100 and metrics["num_samples"] == 12
+    assert metrics["provenance"] == {"checkpoint": str(out / "checkpoint-0.pth"), "epoch": 0,
+                                     "selection": "none (last epoch)"}
     assert "uar" in proc.stdout and "war" in proc.stdout  # the printed table
 
 
@@ -146,7 +148,9 @@ def test_regression_task(demo, tmp_path):
     pred = pd.read_csv(out / "pred.csv")
     assert {"target_target0", "pred_target1"} <= set(pred.columns) and len(pred) == 12
     assert "ccc" in proc.stdout
-    assert "validation uses the test split" in proc.stderr  # no val.csv: said out loud
+    # no val.csv: said out loud, the test split's mse monitored, nothing selected
+    assert "no val.csv: nothing is selected, the last epoch is tested; test ccc" in proc.stdout
+    assert not (out / "checkpoint-best.pth").exists()
 
 
 def test_clip_averaged_classification(demo, finetuned, tmp_path):

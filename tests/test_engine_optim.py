@@ -17,10 +17,8 @@ def _args(**kw):
     return argparse.Namespace(**base)
 
 
-def test_every_parameter_in_one_group_with_its_stage_scale():
-    model = timm.create_model("svfap_base_patch16_160", img_size=64, embed_dim=64, num_heads=4,
-                              stage_depths=(2, 2, 1), num_bottleneck_tokens=4)
-    opt = build_optimizer(_args(), model)
+def _groups_by_name(model, args):
+    opt = build_optimizer(args, model)
     seen = {}
     for g in opt.param_groups:
         for p in g["params"]:
@@ -28,6 +26,46 @@ def test_every_parameter_in_one_group_with_its_stage_scale():
             seen[id(p)] = g
     names = dict(model.named_parameters())
     assert set(seen) == {id(p) for p in names.values()}
+    return {name: seen[id(p)] for name, p in names.items()}
+
+
+def release_layer_id(name, num_blocks):
+    """The release's layer id of a parameter (optim_factory.get_num_layer_for_vit): the embedding
+    0, block i at i + 1, every other name on top."""
+    if name in ("cls_token", "mask_token", "pos_embed") or name.startswith("patch_embed"):
+        return 0
+    if name.startswith("blocks"):
+        return int(name.split(".")[1]) + 1
+    return num_blocks + 1
+
+
+def _small_model():
+    return timm.create_model("svfap_base_patch16_160", img_size=64, embed_dim=64, num_heads=4,
+                             stage_depths=(2, 2, 1), num_bottleneck_tokens=4)
+
+
+def test_every_parameter_gets_the_releases_lr_scale_and_weight_decay():
+    """The release's assigner: scale decay ** (L + 1 - layer id) for L blocks, so the temporal
+    downsampling convs and the bottleneck modules take the full lr (their names are neither a
+    block's nor the embedding's)."""
+    model = _small_model()
+    groups = _groups_by_name(model, _args())
+    num_blocks = 5
+    for name, p in model.named_parameters():
+        want = 0.75 ** (num_blocks + 1 - release_layer_id(name, num_blocks))
+        assert groups[name]["lr_scale"] == pytest.approx(want), name
+        decays = groups[name]["weight_decay"] > 0
+        no_decay = p.ndim <= 1 or name.endswith(("q_bias", "v_bias")) or "pos_embed" in name
+        assert decays != no_decay, name
+    stage_modules = [n for n in groups if n.startswith(("temporal_downsamples", "spatial_downsamples"))]
+    assert len(stage_modules) > 8 and all(groups[n]["lr_scale"] == 1.0 for n in stage_modules)
+
+
+def test_stage_scheme_gives_stage_modules_their_stage_decay():
+    """--layer_decay_scheme stage: a later stage's temporal conv and bottleneck take the depth of
+    the stage's first block; everything else as the release."""
+    model = _small_model()
+    groups = _groups_by_name(model, _args(layer_decay_scheme="stage"))
     num_layers = 5 + 2  # embedding, 5 blocks, head
     scale = lambda layer: 0.75 ** (num_layers - 1 - layer)  # noqa: E731
     expected = {
@@ -39,11 +77,7 @@ def test_every_parameter_in_one_group_with_its_stage_scale():
         "blocks.4.mlp.fc2.weight": scale(5), "fc_norm.weight": 1.0, "head.weight": 1.0,
     }
     for name, want in expected.items():
-        assert seen[id(names[name])]["lr_scale"] == pytest.approx(want), name
-    for name, p in names.items():
-        decays = seen[id(p)]["weight_decay"] > 0
-        no_decay = p.ndim <= 1 or name.endswith(("q_bias", "v_bias")) or "pos_embed" in name
-        assert decays != no_decay, name
+        assert groups[name]["lr_scale"] == pytest.approx(want), name
 
 
 def test_pretrain_model_groups_exclude_mask_token_and_biases():

@@ -67,3 +67,50 @@ def test_custom_datasets_pool_under_the_names_of_their_predictions(tmp_path, cap
     assert pool_folds.main(["--data_set", "custom", "--nb_classes", "3", "--pred_dirs", str(a), str(c)]) == 2
     assert "yawn" in capsys.readouterr().err
     assert pool_folds.main(["--data_set", "custom", "--nb_classes", "4", "--pred_dirs", str(a)]) == 2
+
+
+def fold_with(folder, names, rows):
+    """A fold's pred.csv from ``(id, target, prediction)`` rows."""
+    folder.mkdir(parents=True)
+    frame = pd.DataFrame(rows, columns=["id", "target", "prediction"])
+    for k, n in enumerate(names):
+        frame[f"score_{n}"] = (frame["prediction"] == k).astype(float)
+    frame.to_csv(folder / "pred.csv", index=False)
+    return folder
+
+
+def test_both_totals_on_folds_of_unequal_class_mixes(tmp_path, capsys):
+    """Fold 1 is mostly class 0, fold 2 mostly class 1, each predicting its majority class. By hand:
+    fold 1 has UAR 50 (recalls 1, 0), WAR 80 (4 of 5); fold 2 UAR 50 (0, 1), WAR 66.67 (2 of 3).
+    Pooled: recalls 4/5 and 2/3, UAR 73.33, WAR 6/8 = 75. Over folds: UAR 50 +- 0, WAR 73.33 +-
+    9.43 (sample std): the two protocols differ, and each is right."""
+    names = ["a", "b", "c"]
+    one = fold_with(tmp_path / "out" / "split01" / "eval", names,
+                    [("v1", 0, 0), ("v2", 0, 0), ("v3", 0, 0), ("v4", 0, 0), ("v5", 1, 0)])
+    two = fold_with(tmp_path / "out" / "split02" / "eval", names, [("w1", 1, 1), ("w2", 1, 1), ("w3", 0, 1)])
+    pooled = tmp_path / "out" / "pooled"
+    assert pool_folds.main(["--pred_dirs", str(one), str(two), "--output_dir", str(pooled)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 folds pooled, 8 videos (the paper's protocol" in printed
+    assert "mean +- std (the release README's totals)" in printed
+    m = json.loads((pooled / "metrics.json").read_text())
+    assert m["uar"] == pytest.approx((4 / 5 + 2 / 3) / 2 * 100) and m["war"] == pytest.approx(75.0)
+    assert m["per_fold"]["split01"]["uar"] == pytest.approx(50.0)
+    assert m["per_fold"]["split01"]["war"] == pytest.approx(80.0)
+    assert m["per_fold"]["split02"]["uar"] == pytest.approx(50.0)
+    assert m["per_fold"]["split02"]["war"] == pytest.approx(200 / 3)
+    assert m["fold_mean"]["uar"] == pytest.approx(50.0) and m["fold_std"]["uar"] == pytest.approx(0.0)
+    assert m["fold_mean"]["war"] == pytest.approx((80 + 200 / 3) / 2)
+    assert m["fold_std"]["war"] == pytest.approx(abs(80 - 200 / 3) / 2 ** 0.5)
+    assert m["folds"] == 2 and "pooled predictions" in m["totals"]
+    for line, value in (("split01", "50.0000"), ("mean +- std", "50.0000 +- 0.0000")):
+        assert any(row.startswith(line) and value in row for row in printed.splitlines()), line
+    pred = pd.read_csv(pooled / "pred.csv")  # each row's fold named by its split
+    assert pred.groupby("fold")["id"].apply(list).to_dict() == {"split01": ["v1", "v2", "v3", "v4", "v5"],
+                                                                 "split02": ["w1", "w2", "w3"]}
+    # Without --output_dir both totals are printed, the summary JSON included.
+    assert pool_folds.main(["--pred_dirs", str(one), str(two), "--fold_names", "f1", "f2"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{"):])
+    assert summary["uar"] == pytest.approx(m["uar"]) and summary["fold_mean"]["uar"] == pytest.approx(50.0)
+    assert any(row.startswith("f1 ") for row in out.splitlines())

@@ -79,7 +79,7 @@ def test_eval_builds_the_model_and_clips_the_checkpoint_was_trained_with(demo, f
     no_clip_flags = ["--model", "svfap_tiny_patch16_160", "--data_set", "custom", "--nb_classes", "6",
                      "--batch_size", "4", "--num_workers", "0", "--device", "cpu", "--amp", "none", *data(demo),
                      "--eval", "True",
-                     "--finetune", out / "checkpoint-best.pth"]
+                     "--finetune", out / "checkpoint-0.pth"]
     ev = run("run_finetune.py", *no_clip_flags, "--output_dir", tmp_path / "eval")
     assert "from the checkpoint: " in ev.stdout and "input_size=64" in ev.stdout
     assert "stage_depths=[1, 1, 1]" in ev.stdout
@@ -133,7 +133,7 @@ def test_two_ranks_with_their_own_output_folders_finish(demo, pretrained, tmp_pa
         assert p.returncode == 0, text[-3000:]
     assert (tmp_path / "rank0" / "checkpoint-best.pth").is_file() and (tmp_path / "rank0" / "metrics.json").is_file()
     assert not list((tmp_path / "rank1").glob("checkpoint*"))
-    assert "testing the best checkpoint" in outputs[0]
+    assert "testing the last epoch's model (checkpoint-0.pth)" in outputs[0]
 
 
 def latin1_csv(tmp_path, demo):

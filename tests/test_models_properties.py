@@ -189,3 +189,54 @@ def test_pretrained_download_is_refused():
 def test_registered_names():
     listed = set(timm.list_models("*svfap*")) | set(timm.list_models("*videomae*"))
     assert set(models.MODEL_NAMES) <= listed
+
+
+def _linear_stats(linear):
+    w = linear.weight.detach()
+    fan_out, fan_in = w.shape
+    return w, fan_in, fan_out
+
+
+def test_pretraining_initialisation_is_the_releases():
+    """modeling_pretrain.py: every encoder and decoder nn.Linear xavier-uniform (std
+    sqrt(2 / (fan_in + fan_out)), bound sqrt(6 / (fan_in + fan_out))) with zero bias,
+    encoder_to_decoder left at PyTorch's default (uniform, bound 1 / sqrt(fan_in)), the mask token
+    normal(0, 0.02) truncated at +-0.02, LayerNorms (1, 0)."""
+    torch.manual_seed(0)
+    model = timm.create_model("pretrain_svfap_base_patch16_160", img_size=64, encoder_embed_dim=192,
+                              encoder_num_heads=4, stage_depths=(2, 1, 1), num_bottleneck_tokens=4,
+                              decoder_embed_dim=96, decoder_num_heads=2, decoder_depth=1)
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert any(n.startswith("encoder.spatial_downsamples") for n, _ in linears)
+    for name, linear in linears:
+        w, fan_in, fan_out = _linear_stats(linear)
+        if name == "encoder_to_decoder":
+            bound = 1 / fan_in ** 0.5
+            assert w.abs().max() <= bound and w.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.05)
+            assert linear.bias is None
+            continue
+        assert name.startswith(("encoder.", "decoder.")), name
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert w.abs().max() <= bound, name
+        xavier_std = (2 / (fan_in + fan_out)) ** 0.5
+        assert w.std().item() == pytest.approx(xavier_std, rel=0.1 if w.numel() < 4000 else 0.05), name
+        assert linear.bias is None or not linear.bias.any(), name
+    token = model.mask_token.detach()
+    # normal(0, s) truncated at +-s has std s * sqrt(1 - 2 phi(1) / (Phi(1) - Phi(-1))) = 0.5376 s
+    assert token.abs().max() <= 0.02 and token.std().item() == pytest.approx(0.02 * 0.5376, rel=0.25)
+    for m in model.modules():
+        if isinstance(m, torch.nn.LayerNorm):
+            assert (m.weight == 1).all() and not m.bias.any()
+
+
+def test_finetuning_initialisation_is_the_releases():
+    """modeling_finetune.py: nn.Linear weights truncated normal with std 0.02, zero bias; the new
+    head scaled by init_scale."""
+    torch.manual_seed(0)
+    model = timm.create_model("svfap_base_patch16_160", num_classes=5, init_scale=0.001, **TINY)
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and name != "head":
+            w, _, _ = _linear_stats(m)
+            assert w.std().item() == pytest.approx(0.02, rel=0.1 if w.numel() < 4000 else 0.05), name
+            assert m.bias is None or not m.bias.any(), name
+    assert model.head.weight.abs().max() <= 2 * 0.001

@@ -6,7 +6,7 @@ import pytest
 
 from datasets import video_io
 from engine.cli import run_entry
-from preprocess import avcaffe, common, first_impressions, voxceleb2, werewolf_xl
+from preprocess import avcaffe, first_impressions, voxceleb2, werewolf_xl
 
 
 def rows(path):

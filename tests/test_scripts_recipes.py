@@ -90,12 +90,20 @@ def test_finetune_script_spells_out_the_recipe(script):
         assert a["--num_workers"] == "3"  # extra arguments reach the entry point, last
         run_finetune.get_args_parser().parse_args(train[train.index("run_finetune.py") + 1:])
         _, _, e = parse(ev)
-        assert e["--eval"] == "True" and e["--finetune"] == f"{a['--output_dir']}/checkpoint-best.pth"
+        # the last epoch's checkpoint, as the release tested (nothing is selected on the test split)
+        last = f"{a['--output_dir']}/checkpoint-{int(a['--epochs']) - 1}.pth"
+        assert e["--eval"] == "True" and e["--finetune"] == last
         assert "--num_frames" not in e and "--input_size" not in e  # the checkpoint's
         run_finetune.get_args_parser().parse_args(ev[ev.index("run_finetune.py") + 1:])
     pools = [c for c in cmds if "engine.pool_folds" in c]
     assert len(pools) == (1 if info.pool == "joint" else len(info.splits))
     assert pools[-1][1:3] == ["-m", "engine.pool_folds"] and pools[-1][pools[-1].index("--data_set") + 1] == data_set
+    if info.pool == "joint":  # the pooled report goes under the run's output folder, folds named by split
+        out = parse(trains[0])[2]["--output_dir"]
+        out = out if info.splits == (".",) else out.rsplit("/", 1)[0]
+        assert pools[-1][pools[-1].index("--output_dir") + 1] == f"{out}/pooled"
+        names = pools[-1][pools[-1].index("--fold_names") + 1:pools[-1].index("--output_dir")]
+        assert names == list(info.splits)
 
 
 @pytest.mark.parametrize("script", PRETRAIN_SCRIPTS)

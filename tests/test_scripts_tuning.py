@@ -27,4 +27,5 @@ def test_the_linear_probing_script_spells_out_the_recipe():
         for key in LINEAR_PROBE:
             assert getattr(scripted, key) == getattr(alone, key), key
         _, _, e = parse(ev)
-        assert e["--eval"] == "True" and e["--finetune"] == f"{a['--output_dir']}/checkpoint-best.pth"
+        last = f"{a['--output_dir']}/checkpoint-{int(a['--epochs']) - 1}.pth"  # the last epoch's, as the release
+        assert e["--eval"] == "True" and e["--finetune"] == last

@@ -179,3 +179,24 @@ def test_face_benchmark_prints_a_row_per_min_face(opencv_data):
     photos = dict(re.findall(r"^(\S+\.jpg)\s+(\d+\s+\d+)$", proc.stdout, re.M))
     assert photos["opencv4/html/facereg.jpg"].split() == ["4", "4"]
     assert photos["examples/data/baboon.jpg"].split() == ["0", "0"]
+
+
+def test_fidelity_benchmark_measures_every_step_against_the_releases_operation(opencv_data, capsys):
+    """python -m tools.benchmark.fidelity on one Megamind.avi frame: a row per step at 720x528 and
+    at 256x256, within what docs/recipes.md states, and the cost of both RandAugments."""
+    from tools.benchmark import fidelity
+    assert fidelity.main(["--video", str(opencv_data / "Megamind.avi"), "--frames", "1", "--seeds", "3",
+                          "--rounds", "1", "--clips", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^(\S.+?)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    assert len(rows) == 2 * 12
+    for name, worst, mean in rows:
+        worst, mean = float(worst), float(mean)
+        if "resize" in name or "crop" in name:
+            assert worst <= 2 and mean < 0.3, name  # rounding: the uint8 crop, torchvision vs PIL
+        elif "chain" not in name:  # the warps and Sharpness: resampling, not other pixels
+            assert worst <= 16 and mean < 0.5, name
+        else:
+            assert mean < 1.0, name
+    costs = re.findall(r"^(this project's RandAugment|timm's PIL ops per frame)\s+([\d.]+)$", out, re.M)
+    assert len(costs) == 2 and all(float(ms) > 0 for _, ms in costs)

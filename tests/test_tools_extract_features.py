@@ -65,15 +65,18 @@ def test_shapes_and_index(demo, ckpts, tmp_path, kind, features, windows, shape)
     assert list(index["path"]) == [p for p in paths for _ in range(clips_per_video)]
     assert list(index["label"]) == [i % 6 for i in range(6) for _ in range(clips_per_video)]
     assert list(index["window"]) == list(range(clips_per_video)) * 6
-    if windows != "centre":
+    if windows == "sliding":  # the last window ends on the last frame
         assert list(index["start_frame"][:2]) == [0, 9] and list(index["end_frame"][:2]) == [14, 23]
+    if windows == "uniform":  # the test split's: 12 grid frames (0, 2, ..., 22), windows 4 grid steps apart
+        assert list(index["start_frame"][:2]) == [0, 8] and list(index["end_frame"][:2]) == [14, 22]
     assert sorted(os.listdir(tmp_path / "shards")) == [f"shard_0000{k}.{e}" for k in (0, 1) for e in ("csv", "npy")]
 
 
-def test_pooled_features_are_the_classifiers_input_on_the_validation_view(demo, ckpts, tmp_path):
+def test_pooled_features_are_the_classifiers_input_on_the_one_view_test(demo, ckpts, tmp_path):
     assert extract(demo, ckpts["fine"], tmp_path) == 0
     feats, _ = ef.load_features(str(tmp_path))
-    ds = VideoClsDataset(str(demo / "test.csv"), mode="validation", num_frames=8, sampling_rate=2, input_size=64)
+    ds = VideoClsDataset(str(demo / "test.csv"), mode="test", num_frames=8, sampling_rate=2, input_size=64,
+                         test_num_segment=1, test_num_crop=1)
     with torch.no_grad():
         clips = normalize(torch.stack([ds[i][0] for i in range(len(ds))]))  # as the engine does on the device
         _, expected = ckpts["fine_model"](clips, save_feature=True)

@@ -11,7 +11,7 @@ import torch
 import models  # noqa: F401
 from datasets import read_annotations, read_clips
 from datasets.demo import CLASSES, generate, write_mp4
-from datasets.sampling import random_window
+from datasets.sampling import train_indices
 from engine.checkpoint import save_checkpoint, training_state
 from test_datasets_readers import corrupt_tail
 from tools import predict
@@ -44,7 +44,7 @@ def checkpoint(demo, tmp_path_factory):
         decoded = [read_clips(s.path, lambda n: [np.arange(n)])[0] for s in samples]
         for _ in range(30):
             pick = rng.integers(0, len(samples), 6)
-            x = torch.stack([ClipSpec(64)(decoded[i][random_window(len(decoded[i]), 8, 2)]) for i in pick])
+            x = torch.stack([ClipSpec(64)(decoded[i][train_indices(len(decoded[i]), 8, 2)]) for i in pick])
             y = torch.tensor([samples[i].label for i in pick])
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
@@ -117,8 +117,9 @@ def test_prediction_is_the_models_output_on_the_test_view(demo, checkpoint):
     result = p.predict(sample.path, windows="centre")
     (frames,) = read_clips(sample.path, lambda n: [np.asarray(result["windows"][0]["frames"])])
     from datasets import VideoClsDataset
-    ds = VideoClsDataset(str(demo / "test.csv"), mode="validation", num_frames=8, sampling_rate=2, input_size=64)
-    clip = normalize(ds[0][0])  # the validation item, normalised as the engine does on the device
+    ds = VideoClsDataset(str(demo / "test.csv"), mode="test", num_frames=8, sampling_rate=2, input_size=64,
+                         test_num_segment=1, test_num_crop=1)
+    clip = normalize(ds[0][0])  # the test item of one view, normalised as the engine does on the device
     torch.testing.assert_close(clip, ClipSpec(64)(frames), rtol=0, atol=0)
     with torch.no_grad():
         expected = p.model(clip[None]).softmax(-1)[0].numpy()
@@ -142,7 +143,8 @@ def test_folder_of_videos(demo, checkpoint, tmp_path, capsys):
     videos = json.loads(out.read_text())["videos"]
     expected = sorted(str(p) for p in (demo / "videos").rglob("*.mp4"))
     assert sorted(v["video"] for v in videos) == expected and len(expected) == 19  # 3 in 4 demo clips are mp4
-    assert all(len(v["windows"]) == 3 and v["windows"][-1]["end_frame"] == 23 for v in videos)
+    # the test split's windows on the stride grid: 12 grid frames, starts 0, 2, 4 grid steps
+    assert all(len(v["windows"]) == 3 and v["windows"][-1]["end_frame"] == 22 for v in videos)
     assert [c for c in videos[0]["probs"]] == [str(i) for i in range(6)]  # custom data set, no --class_names
 
 

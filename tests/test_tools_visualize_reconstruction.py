@@ -10,7 +10,7 @@ import models  # noqa: F401
 from datasets import read_annotations, read_clips
 from datasets.demo import generate
 from datasets.masking import TubeMaskGenerator
-from datasets.sampling import uniform_windows
+from datasets.sampling import segment_windows
 from engine.checkpoint import save_checkpoint, training_state
 from engine.pretrain import reconstruction_target
 from tools import visualize_reconstruction as vr
@@ -41,7 +41,7 @@ def trained(demo, tmp_path_factory):
         rng = np.random.default_rng(0)
         clips = torch.stack([vr.ClipSpec(64)(frames)
                              for sample in read_annotations(str(demo / "pretrain.csv"))
-                             for frames in read_clips(sample.path, lambda n: uniform_windows(n, 8, 2, 3))])
+                             for frames in read_clips(sample.path, lambda n: segment_windows(n, 8, 2, 3))])
         gen = TubeMaskGenerator((4, 4, 4), MASK_RATIO)
         model = timm.create_model("pretrain_svfap_tiny_patch16_160", **ARCH)
         opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)

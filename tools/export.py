@@ -6,7 +6,7 @@ The graph takes ``clip``: float32 ``(batch, 3, num_frames, input_size, input_siz
 the clip shape the checkpoint records; it returns ``logits`` ``(batch, classes)`` (softmax gives the
 probabilities), or ``outputs`` ``(batch, targets)`` for regression. What a caller needs to build a
 clip is in the model's metadata (``metadata_props``): ``class_names`` (JSON), ``task``,
-``num_frames``, ``sampling_rate``, ``input_size``, ``short_side_size``, ``mean`` and ``std`` (JSON),
+``num_frames``, ``sampling_rate``, ``input_size``, ``short_side_size``, ``frame_resize``, ``mean`` and ``std`` (JSON),
 and ``preprocessing``, the steps in words. LoRA and linear-probe checkpoints are merged into a plain
 model first (their backbone file must be at its recorded path, or at --backbone).
 
@@ -15,7 +15,7 @@ PyTorch's dynamo-based ONNX exporter (``torch.onnx.export(..., dynamo=True)``) w
 difference from PyTorch.
 
 Examples:
-  python -m tools.export out/dfew_fold1/checkpoint-best.pth --format onnx
+  python -m tools.export out/dfew_fold1/checkpoint-99.pth --format onnx
   python -m tools.export ckpt.pth --format onnx --out model.onnx --class_names classes.txt
 """
 from __future__ import annotations
@@ -57,13 +57,17 @@ def export_metadata(model, cfg, names, task):
     num_frames, size = model.patch_embed.num_frames, model.patch_embed.img_size[0]
     rate = cfg.get("sampling_rate") or default_sampling_rate(cfg.get("data_set"), cfg.get("task"))
     short = cfg.get("short_side_size") or size
+    resize = cfg.get("frame_resize") or "square"
+    resized = (f"each frame resized to {short}x{short} (bilinear, antialiased; a squash when it is not square)"
+               if resize == "square" else f"each frame's short side resized to {short} (bilinear, antialiased)")
     meta = {
         "class_names": json.dumps(names), "task": task, "model": str(cfg.get("model")),
         "data_set": str(cfg.get("data_set") or ""), "num_frames": str(num_frames), "sampling_rate": str(rate),
-        "input_size": str(size), "short_side_size": str(short), "mean": json.dumps(list(IMAGENET_DEFAULT_MEAN)),
+        "input_size": str(size), "short_side_size": str(short), "frame_resize": resize,
+        "mean": json.dumps(list(IMAGENET_DEFAULT_MEAN)),
         "std": json.dumps(list(IMAGENET_DEFAULT_STD)), "input_layout": "NCTHW",
-        "preprocessing": (f"RGB frames of a face video, {num_frames} of them {rate} frames apart; each frame's short "
-                          f"side resized to {short} (bilinear, antialiased), the centre {size}x{size} cropped; "
+        "preprocessing": (f"RGB frames of a face video, {num_frames} of them {rate} frames apart; {resized}, "
+                          f"the centre {size}x{size} cropped; "
                           f"values / 255, then (x - mean) / std per channel; stacked as (3, {num_frames}, {size}, "
                           f"{size}) per clip"),
         "output": ("outputs (batch, targets)" if task == "regression"

@@ -11,8 +11,8 @@ What is saved per clip (--features):
           visible: what the decoder reads) (C,)
   tokens  fine-tuned: the last stage's token map (T_last, S, C) before pooling
           pre-trained: the fused, normed encoder token map (T, S, C)
-Clips per video (--windows): ``centre`` (one, as validation), ``uniform`` (--num_segments, as
-the test split) or ``sliding`` (covering the video, --window_stride frames apart).
+Clips per video (--windows): ``centre`` (one, in the middle of the test split's stride grid),
+``uniform`` (--num_segments, as the test split) or ``sliding`` (covering the video, --window_stride frames apart).
 
 Output (--output_dir): shards/shard_NNNNN.npy (the clips of --shard_size consecutive videos) and
 shard_NNNNN.csv, then index.csv (one row per clip: video, path, label, window, start_frame,
@@ -23,7 +23,7 @@ torchrun, shard k goes to rank k % world_size; rank 0 writes the index. Load eve
 ``tools.extract_features.load_features(output_dir)``.
 
 Examples:
-  python -m tools.extract_features --checkpoint dfew/checkpoint-best.pth --csv DFEW/test.csv --output_dir feats/
+  python -m tools.extract_features --checkpoint dfew/checkpoint-99.pth --csv DFEW/test.csv --output_dir feats/
   python -m tools.extract_features --checkpoint pretrain/checkpoint-99.pth videos/ --features tokens \\
       --windows sliding --output_dir feats_tokens/ --batch_size 32 --num_workers 8
   torchrun --nproc_per_node 4 -m tools.extract_features --checkpoint ckpt.pth --csv train.csv --output_dir feats/
@@ -259,7 +259,7 @@ def run(argv=None):
     feature_model = Features(model, args.features).to(device)
     embed = model.encoder.patch_embed if hasattr(model, "encoder") else model.patch_embed
     rate = cfg.get("sampling_rate") or default_sampling_rate(cfg.get("data_set"), cfg.get("task"))
-    spec = ClipSpec(embed.img_size[0], cfg.get("short_side_size"))
+    spec = ClipSpec(embed.img_size[0], cfg.get("short_side_size"), resize=cfg.get("frame_resize"))
     amp = PRECISIONS[args.amp]
 
     num_shards = -(-len(paths) // args.shard_size)

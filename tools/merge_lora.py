@@ -8,7 +8,7 @@ The backbone file is found at the path the checkpoint records, or at --backbone 
 sha256 must be the recorded one.
 
 Examples:
-  python -m tools.merge_lora out/dfew_lora/checkpoint-best.pth --out out/dfew_lora/merged.pth
+  python -m tools.merge_lora out/dfew_lora/checkpoint-99.pth --out out/dfew_lora/merged.pth
   python -m tools.merge_lora adapter.pth --out merged.pth --backbone /new/place/checkpoint-99.pth
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ Examples:
   python -m tools.model_info
   python -m tools.model_info --models 'svfap_*' --csv zoo.csv
   python -m tools.model_info --checkpoint pretrain/checkpoint-99.pth --model svfap_base_patch16_160
-  python -m tools.model_info --checkpoint dfew/checkpoint-best.pth --verbose
+  python -m tools.model_info --checkpoint dfew/checkpoint-99.pth --verbose
 """
 from __future__ import annotations
 

@@ -2,13 +2,14 @@
 
 Inputs are video files, folders of frames, or folders of videos / frame folders (searched
 recursively). Each video is cut into clips of ``num_frames`` frames ``sampling_rate`` apart, seen
-exactly as the test split sees them (short side resized, centre crop, ImageNet normalisation);
+exactly as the test split sees them (resized as the checkpoint was trained, by default to a square;
+centre crop; ImageNet normalisation);
 with --crop, faces are first cropped by the preprocessing's detector and tracker. Windows:
 
   sliding  (default) clips covering the whole video, starts --window_stride frames apart (default:
            one clip span, so consecutive clips touch); the last clip ends on the last frame
-  uniform  the test protocol: --num_segments clips evenly placed from the first frame to the last
-  centre   the validation protocol: one clip in the middle
+  uniform  the test protocol: --num_segments clips placed evenly on the video's stride grid
+  centre   the test protocol's rule for one clip: the middle one
 
 Per window: class probabilities (softmax) or the regression outputs; per video: their mean (as the
 multi-view evaluation merges views).
@@ -23,7 +24,7 @@ of every face's crop so you can tell who is who. The model and its input come fr
 override them. Class names come from the dataset registry (``data_set``) or --class_names.
 
 Examples:
-  python -m tools.predict --checkpoint out/dfew_fold1/checkpoint-best.pth clip.mp4
+  python -m tools.predict --checkpoint out/dfew_fold1/checkpoint-99.pth clip.mp4
   python -m tools.predict --checkpoint ckpt.pth --crop --topk 3 raw_videos/ --out_json preds.json --out_csv preds.csv
   python -m tools.predict --checkpoint demo/checkpoint-best.pth --class_names demo/classes.txt demo/frames/test/
   python -m tools.predict --checkpoint ckpt.pth --windows uniform --num_segments 2 --device cpu video.avi
@@ -101,7 +102,7 @@ class Predictor:
         embed = self.model.patch_embed
         self.num_frames = embed.num_frames
         self.rate = cfg.get("sampling_rate") or default_sampling_rate(cfg.get("data_set"), cfg.get("task"))
-        self.spec = ClipSpec(embed.img_size[0], cfg.get("short_side_size"))
+        self.spec = ClipSpec(embed.img_size[0], cfg.get("short_side_size"), resize=cfg.get("frame_resize"))
 
     @torch.no_grad()
     def scores(self, clips, batch_size=8):

@@ -40,7 +40,7 @@ from datasets import transforms as T
 from datasets.inference import ClipSpec
 from datasets.masking import TubeMaskGenerator
 from datasets.registry import default_sampling_rate
-from datasets.sampling import clip_span, short_video_indices, uniform_windows, window_at
+from datasets.sampling import clip_span, short_video_indices, segment_windows, window_at
 from datasets.video_io import BACKENDS, DEFAULT_BACKEND, read_clips
 from engine.cli import HelpFormatter, UserError, run_entry
 from engine.options import add_model_options, typed_options
@@ -77,7 +77,7 @@ def read_clip(path, num_frames, rate, start=None, backend=DEFAULT_BACKEND):
     """uint8 ``(T, H, W, 3)``: the centre clip, or the one starting at ``start``."""
     def choose(n):
         if start is None:
-            return uniform_windows(n, num_frames, rate, 1)
+            return segment_windows(n, num_frames, rate, 1)
         if start < 0 or start + clip_span(num_frames, rate) > n:
             if n < clip_span(num_frames, rate):
                 return [short_video_indices(n, num_frames, rate)]
@@ -197,7 +197,8 @@ def run(argv=None):
     embed = model.encoder.patch_embed
     rate = cfg.get("sampling_rate") or default_sampling_rate(cfg.get("data_set"), cfg.get("task"))
     frames = read_clip(args.video, embed.num_frames, rate, args.start, args.backend)
-    clip = ClipSpec(embed.img_size[0], cfg.get("short_side_size"), args.face_box)(frames)
+    # Pre-training crops frames and never squashes them: keep their aspect here too.
+    clip = ClipSpec(embed.img_size[0], cfg.get("short_side_size"), args.face_box, "keep_aspect")(frames)
     mask = tube_mask(model, args.mask_ratio, args.seed)
     out = reconstruct(model, clip, mask, args.stats)
     img = render_grid([out[k] for k in ("original", "masked", "reconstruction")], args.scale)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# AVCAffe, SVFAP-B: fine-tune, test the best checkpoint (2 clips a video), report. Arousal and valence, each scored on its own; weighted F1.
+# AVCAffe, SVFAP-B: fine-tune, test the last epoch's checkpoint (2 clips a video), report. Arousal and valence, each scored on its own; weighted F1.
 # Splits first:  python -m preprocess.avcaffe --root $DATA_ROOT --out $SPLIT_DIR
 # From the repository root:
 #   [DATA_ROOT=..] [SPLIT_DIR=..] [PRETRAINED=..] [OUTPUT_DIR=..] [NPROC_PER_NODE=..] \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The built-in demo, end to end on 2 CPU cores in minutes: generate the synthetic facial-expression
 # set, pre-train a tiny TPSBT on it by masked video autoencoding, fine-tune from that checkpoint,
-# then evaluate the best checkpoint with multi-view testing and print the metrics.
+# then evaluate the last epoch's checkpoint with multi-view testing and print the metrics.
 #
 # Usage: bash scripts/demo/run_demo.sh [extra run_finetune.py arguments]
 # Environment: DATA (demo_data), OUT (demo_output), PT_EPOCHS, FT_EPOCHS, NUM_WORKERS, PYTHON.
@@ -38,9 +38,9 @@ echo "== fine-tuning svfap_tiny_patch16_160 from $PRETRAINED for $FT_EPOCHS epoc
   --train_crop_scale 0.7 1.0 --save_ckpt_freq "$FT_EPOCHS" \
   --output_dir "$OUT/finetune" "${COMMON[@]}" "$@"
 
-echo "== evaluating the best checkpoint (2 temporal views per video)"
+echo "== evaluating the last epoch's checkpoint (2 temporal views per video)"
 "$PY" run_finetune.py --model svfap_tiny_patch16_160 --data_set custom --nb_classes 6 --data_path "$DATA" \
-  --data_root "$DATA" --eval True --finetune "$OUT/finetune/checkpoint-best.pth" --test_num_segment 2 \
+  --data_root "$DATA" --eval True --finetune "$OUT/finetune/checkpoint-$((FT_EPOCHS - 1)).pth" --test_num_segment 2 \
   --batch_size 16 --output_dir "$OUT/eval" "${COMMON[@]}"
 
 echo "== done in $(( $(date +%s) - start )) s; reports in $OUT/eval (pred.csv, metrics.json, confusion_matrix.png)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# eNTERFACE05, SVFAP-B: fine-tune, test the best checkpoint (2 clips a video), report. 5 subject folds, pooled.
+# eNTERFACE05, SVFAP-B: fine-tune, test the last epoch's checkpoint (2 clips a video), report. 5 subject folds, pooled.
 # Splits first:  python -m preprocess.enterface --root $DATA_ROOT --out $SPLIT_DIR --crop
 # From the repository root:
 #   [DATA_ROOT=..] [SPLIT_DIR=..] [PRETRAINED=..] [OUTPUT_DIR=..] [NPROC_PER_NODE=..] \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# FERV39k, SVFAP-B: fine-tune, test the best checkpoint (2 clips a video), report. The official train/test split; stride 1 as in the release (short clips).
+# FERV39k, SVFAP-B: fine-tune, test the last epoch's checkpoint (2 clips a video), report. The official train/test split; stride 1 as in the release (short clips).
 # Splits first:  python -m preprocess.ferv39k --root $DATA_ROOT --out $SPLIT_DIR
 # From the repository root:
 #   [DATA_ROOT=..] [SPLIT_DIR=..] [PRETRAINED=..] [OUTPUT_DIR=..] [NPROC_PER_NODE=..] \

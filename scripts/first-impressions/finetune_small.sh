@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# First Impressions, SVFAP-S: fine-tune, test the best checkpoint (2 clips a video), report. The official train/val/test split; CCC and 1 - MAE.
+# First Impressions, SVFAP-S: fine-tune, test the last epoch's checkpoint (2 clips a video), report. The official train/val/test split; CCC and 1 - MAE.
 # Splits first:  python -m preprocess.first_impressions --root $DATA_ROOT --out $SPLIT_DIR
 # From the repository root:
 #   [DATA_ROOT=..] [SPLIT_DIR=..] [PRETRAINED=..] [OUTPUT_DIR=..] [NPROC_PER_NODE=..] \

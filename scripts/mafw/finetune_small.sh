@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MAFW, SVFAP-S: fine-tune, test the best checkpoint (2 clips a video), report. 5 official folds (11 single-labelled classes), pooled.
+# MAFW, SVFAP-S: fine-tune, test the last epoch's checkpoint (2 clips a video), report. 5 official folds (11 single-labelled classes), pooled.
 # Splits first:  python -m preprocess.mafw --root $DATA_ROOT --out $SPLIT_DIR
 # From the repository root:
 #   [DATA_ROOT=..] [SPLIT_DIR=..] [PRETRAINED=..] [OUTPUT_DIR=..] [NPROC_PER_NODE=..] \

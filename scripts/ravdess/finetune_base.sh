@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# RAVDESS, SVFAP-B: fine-tune, test the best checkpoint (2 clips a video), report. 6 actor folds, pooled.
+# RAVDESS, SVFAP-B: fine-tune, test the last epoch's checkpoint (2 clips a video), report. 6 actor folds, pooled.
 # Splits first:  python -m preprocess.ravdess --root $DATA_ROOT --out $SPLIT_DIR --crop
 # From the repository root:
 #   [DATA_ROOT=..] [SPLIT_DIR=..] [PRETRAINED=..] [OUTPUT_DIR=..] [NPROC_PER_NODE=..] \

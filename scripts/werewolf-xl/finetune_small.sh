@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Werewolf-XL, SVFAP-S: fine-tune, test the best checkpoint (2 clips a video), report. 5 session-independent folds, pooled; PCC/CCC.
+# Werewolf-XL, SVFAP-S: fine-tune, test the last epoch's checkpoint (2 clips a video), report. 5 session-independent folds, pooled; PCC/CCC.
 # Splits first:  python -m preprocess.werewolf_xl --root $DATA_ROOT --out $SPLIT_DIR
 # From the repository root:
 #   [DATA_ROOT=..] [SPLIT_DIR=..] [PRETRAINED=..] [OUTPUT_DIR=..] [NPROC_PER_NODE=..] \

@@ -46,7 +46,7 @@ from datasets.build import multiple_samples_collate
 from datasets.demo import generate
 from datasets.finetune import VideoClsDataset
 from datasets.pretrain import PretrainDataset
-from datasets.sampling import random_window
+from datasets.sampling import pretrain_indices
 from datasets.video_io import BACKENDS, FrameFolder, count_frames, read_clips
 from engine.cli import HelpFormatter
 from engine.runtime import keep_freed_host_memory
@@ -112,7 +112,7 @@ def paired_rates(datasets, workers, batch_size, rounds, min_clips):
 
 def decode_rate(paths, read, args):
     def choose(n):
-        return [random_window(n, args.num_frames, args.sampling_rate)]
+        return [pretrain_indices(n, args.num_frames, args.sampling_rate)]
     start = time.perf_counter()
     for p in paths:
         read(p, choose)
