@@ -20,7 +20,7 @@ from engine.cli import HelpFormatter, UserError, explicit_options, run_entry
 from engine.config import resolve
 from engine.device_batch import training_input
 from engine.finetune import classification_loss, evaluate_records, predict
-from engine.interrupt import StopRequest, stop_run
+from engine.interrupt import StopDuringEvaluation, StopRequest, current_stop, stop_run, stopped_evaluation
 from engine.loader import build_loader, resumable_epochs
 from engine.logger import StepTrace, TensorboardLogger, append_log
 from engine.optim import Schedules, batch_line, build_optimizer
@@ -129,11 +129,13 @@ def criterion_for(args, info, mixup_fn):
     return torch.nn.CrossEntropyLoss()
 
 
-def test(model, args, info, names, device, amp, prefix=""):
-    """Multi-view test on the test split; writes the reports and prints the table."""
+def test(model, args, info, names, device, amp, prefix="", stop=None):
+    """Multi-view test on the test split; writes the reports and prints the table (a ``stop``
+    ends it with StopDuringEvaluation before anything is written)."""
     dataset = build_dataset("test", args)
     loader = build_loader(dataset, args, train=False)
-    records, feats = predict(model, loader, device, amp, args, header="Test:", with_features=args.save_feature)
+    records, feats = predict(model, loader, device, amp, args, header="Test:", with_features=args.save_feature,
+                             stop=stop)
     frame, metrics = evaluate_records(records, dataset, info, names, args)
     if dist.is_main_process() and args.output_dir:
         write_reports(args.output_dir, frame, metrics, "regression" if info.task == "regression" else "cls", names,
@@ -151,6 +153,7 @@ def test(model, args, info, names, device, amp, prefix=""):
 
 def main(args, given=frozenset()):
     """``given``: the options typed on the command line (they must agree with an evaluated checkpoint)."""
+    stop = current_stop()
     info, checkpoint = resolve(args, "finetune", given)
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -165,7 +168,10 @@ def main(args, given=frozenset()):
     model = build_model(args, info, checkpoint).to(device)
     del checkpoint
     if args.eval:
-        test(model, args, info, names, device, amp)
+        try:
+            test(model, args, info, names, device, amp, stop=stop)
+        except StopDuringEvaluation:
+            return stopped_evaluation(stop, "the test")
         dist.cleanup()
         return 0
 
@@ -224,7 +230,12 @@ def main(args, given=frozenset()):
             record = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch}
             last = epoch + 1 == args.epochs
             if (epoch + 1) % args.val_freq == 0 or last:
-                records, _ = predict(eval_model(), val_loader, device, amp, args, header="Val:")
+                try:
+                    records, _ = predict(eval_model(), val_loader, device, amp, args, header="Val:", stop=stop)
+                except StopDuringEvaluation:  # the rerun validates this epoch again, then goes on
+                    trace.close()
+                    return stop_run(stop, checkpointer, state, epoch, steps_per_epoch * args.update_freq,
+                                    {"loss_sum": stats["loss"], "count": 1})
                 _, val_metrics = evaluate_records(records, val_set, info, names, args)
                 score = val_metrics[args.val_metric]
                 better = best_score is None or (score < best_score if args.val_metric == "mse" else score > best_score)
@@ -250,7 +261,10 @@ def main(args, given=frozenset()):
     if best and dist.from_rank0(lambda: os.path.exists(best)):
         load_model_state(model, load_on_all_ranks(best)["model"])
         print(f"testing the best checkpoint ({args.val_metric} {best_score:.4f})")
-    test(model, args, info, names, device, amp)
+    try:
+        test(model, args, info, names, device, amp, stop=stop)
+    except StopDuringEvaluation:
+        return stopped_evaluation(stop, "the final test (the training is complete: the rerun only tests)")
     dist.cleanup()
     return 0
 
@@ -258,7 +272,8 @@ def main(args, given=frozenset()):
 def cli(argv=None):
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    return run_entry(main, args, explicit_options(parser, argv))
+    with StopRequest():  # from the start: a stop while setting up or testing is not lost
+        return run_entry(main, args, explicit_options(parser, argv))
 
 
 if __name__ == "__main__":

@@ -113,7 +113,9 @@ def main(args):
 
 
 def cli(argv=None):
-    return run_entry(main, get_args_parser().parse_args(argv))
+    args = get_args_parser().parse_args(argv)
+    with StopRequest():  # from the start: a stop while setting up is not lost
+        return run_entry(main, args)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@
 # Launcher, from the environment (single-node defaults):
 #   NNODES=1  NPROC_PER_NODE=<visible GPUs, else 1>  NODE_RANK=0  MASTER_ADDR=127.0.0.1  MASTER_PORT=29500
 # PYTHON is the interpreter (default: the repository's .venv); processes start through
-# "$PYTHON -m torch.distributed.run", so no environment needs activating.
+# "$PYTHON -m engine.launch" (torchrun, with the stop signals below), so no environment needs activating.
+# Stopping: SIGUSR1, SIGTERM, SIGINT or SIGHUP to the launcher (or SIGUSR1, SIGTERM, SIGHUP to this
+# script, which passes them on) make every training process save a resumable checkpoint at its next
+# step; the launcher and the script then exit with status 75: rerun the same command to continue.
 # Batch: TOTAL_BATCH (each script's recipe) is the effective batch. Each process gets
 #   BATCH_SIZE = TOTAL_BATCH / (NNODES * NPROC_PER_NODE * UPDATE_FREQ)
 # UPDATE_FREQ (gradient accumulation) defaults to 1, or to the smallest value that keeps
@@ -27,9 +30,6 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 MASTER_PORT=${MASTER_PORT:-29500}
-# torchrun forwards these to the training processes, which then save a resumable checkpoint and
-# exit with status 75 (SIGUSR1 is what `sbatch --signal=USR1@300` sends before the time limit).
-export TORCHELASTIC_SIGNALS_TO_HANDLE=${TORCHELASTIC_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1}
 
 if [ "$NNODES" -gt 1 ]; then
   case "$MASTER_ADDR" in
@@ -71,17 +71,33 @@ svfap_batch() {
   UPDATE_FREQ=$uf
 }
 
+# Runs "$@" and returns its status. A stop signal sent to this script (sbatch --signal=B:USR1@300,
+# scancel --batch, a kill) is passed on to the command; bash would otherwise act on it only after the
+# command ended, or die and leave it running. SIGINT is left alone: Ctrl-C reaches the command itself.
 svfap_run() {
   if [ "$DRY_RUN" = 1 ]; then
     printf '%q ' "$@" | sed 's/ $//'
     echo
-  else
-    "$@"
+    return
   fi
+  local pid status sig
+  "$@" &
+  pid=$!
+  for sig in USR1 TERM HUP; do
+    # shellcheck disable=SC2064  # the pid is fixed now
+    trap "kill -s $sig $pid 2>/dev/null" "$sig"
+  done
+  while :; do
+    status=0
+    wait "$pid" || status=$?
+    kill -0 "$pid" 2>/dev/null || break  # still running: the wait was cut short by a trapped signal
+  done
+  trap - USR1 TERM HUP
+  return "$status"
 }
 
 svfap_torchrun() {
-  svfap_run "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE" \
+  svfap_run "$PYTHON" -m engine.launch --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE" \
     --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT" "$@"
 }
 
