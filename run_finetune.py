@@ -15,7 +15,9 @@ from timm.utils import ModelEmaV3
 from datasets.build import build_dataset, multiple_samples_collate
 from datasets.registry import DATASETS
 from engine import distributed as dist
-from engine.checkpoint import BEST, Checkpointer, load_on_all_ranks, resume, training_state
+from engine.checkpoint import BEST, Checkpointer, args_dict, load_on_all_ranks, resume, training_state
+from engine.files import staged
+from engine.provenance import checkpoint_record, data_fingerprints, trained_on
 from engine.cli import HelpFormatter, UserError, explicit_options, run_entry
 from engine.config import resolve
 from engine.device_batch import training_input
@@ -129,9 +131,10 @@ def criterion_for(args, info, mixup_fn):
     return torch.nn.CrossEntropyLoss()
 
 
-def test(model, args, info, names, device, amp, prefix="", stop=None):
-    """Multi-view test on the test split; writes the reports and prints the table (a ``stop``
-    ends it with StopDuringEvaluation before anything is written)."""
+def test(model, args, info, names, device, amp, prefix="", stop=None, provenance=None):
+    """Multi-view test on the test split; writes the reports (``provenance``: what metrics.json says
+    they come from) and prints the table. A ``stop`` ends it with StopDuringEvaluation before
+    anything is written."""
     dataset = build_dataset("test", args)
     loader = build_loader(dataset, args, train=False)
     records, feats = predict(model, loader, device, amp, args, header="Test:", with_features=args.save_feature,
@@ -139,13 +142,14 @@ def test(model, args, info, names, device, amp, prefix="", stop=None):
     frame, metrics = evaluate_records(records, dataset, info, names, args)
     if dist.is_main_process() and args.output_dir:
         write_reports(args.output_dir, frame, metrics, "regression" if info.task == "regression" else "cls", names,
-                      prefix)
+                      prefix, provenance={**(provenance or {}), "args": args_dict(args)})
         if args.save_feature:
             keys = sorted(feats)
-            np.save(os.path.join(args.output_dir, f"{prefix}features.npy"), np.stack([feats[k] for k in keys]))
-            with open(os.path.join(args.output_dir, f"{prefix}features_index.csv"), "w") as f:
-                f.write("row,path,view\n")
-                f.writelines(f"{i},{dataset.samples[v].path},{w}\n" for i, (v, w) in enumerate(keys))
+            with staged([os.path.join(args.output_dir, f"{prefix}features.npy"),
+                         os.path.join(args.output_dir, f"{prefix}features_index.csv")]) as (array, index):
+                np.save(array, np.stack([feats[k] for k in keys]))
+                index.write(b"row,path,view\n")
+                index.writelines(f"{i},{dataset.samples[v].path},{w}\n".encode() for i, (v, w) in enumerate(keys))
     print(format_table(metrics, info.task, f"== {info.name} test ({len(frame)} videos, "
                                            f"{args.test_num_segment}x{args.test_num_crop} views) =="))
     return metrics
@@ -155,6 +159,7 @@ def main(args, given=frozenset()):
     """``given``: the options typed on the command line (they must agree with an evaluated checkpoint)."""
     stop = current_stop()
     info, checkpoint = resolve(args, "finetune", given)
+    data = data_fingerprints(args, "finetune")
     device = torch.device(args.device)
     if device.type == "cpu":
         keep_freed_host_memory()
@@ -166,10 +171,12 @@ def main(args, given=frozenset()):
     if checkpoint is None and args.finetune:
         checkpoint = read_checkpoint(args.finetune)
     model = build_model(args, info, checkpoint).to(device)
+    tested = {**checkpoint_record(args.finetune or args.resume, checkpoint), "selection": "the checkpoint given",
+              "data": {"test": data["test"]}} if args.eval else None
     del checkpoint
     if args.eval:
         try:
-            test(model, args, info, names, device, amp, stop=stop)
+            test(model, args, info, names, device, amp, stop=stop, provenance=tested)
         except StopDuringEvaluation:
             return stopped_evaluation(stop, "the test")
         dist.cleanup()
@@ -202,7 +209,8 @@ def main(args, given=frozenset()):
     model_ema = ModelEmaV3(model, decay=args.model_ema_decay) if args.model_ema else None
     checkpointer = Checkpointer(args.output_dir, args.keep_last)
     checkpointer.remove_stale_temps()
-    start_epoch, start_it, resumed = resume(args, checkpointer, model, optimizer, scaler, model_ema)
+    start_epoch, start_it, resumed = resume(args, checkpointer, model, optimizer, scaler, model_ema,
+                                            data=trained_on(data))
     start_epoch = max(args.start_epoch, start_epoch)
     best_score = (resumed or {}).get("best")
     partial = (resumed or {}).get("partial")
@@ -216,7 +224,8 @@ def main(args, given=frozenset()):
         return model_ema.module if (model_ema is not None and args.model_ema_eval) else model
 
     def state(epoch, **extra):
-        return training_state(model, optimizer, scaler, model_ema, args, epoch, best=best_score, **extra)
+        return training_state(model, optimizer, scaler, model_ema, args, epoch, best=best_score, data=trained_on(data),
+                              **extra)
 
     print(f"start training for {args.epochs} epochs from epoch {start_epoch}; best checkpoint by {args.val_metric}")
     start = time.time()
@@ -241,7 +250,8 @@ def main(args, given=frozenset()):
                 better = best_score is None or (score < best_score if args.val_metric == "mse" else score > best_score)
                 if better:
                     best_score = score
-                    checkpointer.save(BEST, training_state(eval_model(), args=args, epoch=epoch, best=score))
+                    checkpointer.save(BEST, training_state(eval_model(), args=args, epoch=epoch, best=score,
+                                                           data=trained_on(data)))
                 print(f"epoch {epoch}: val {args.val_metric} {score:.4f} (best {best_score:.4f})")
                 numbers = {k: v for k, v in val_metrics.items() if isinstance(v, (int, float))}
                 record.update({f"val_{k}": v for k, v in numbers.items()})
@@ -258,11 +268,16 @@ def main(args, given=frozenset()):
     print(f"training time {datetime.timedelta(seconds=int(time.time() - start))}")
 
     best = os.path.join(args.output_dir, BEST) if args.output_dir else ""
+    tested = {"selection": "the model at the end of training (no checkpoint-best.pth)"}
     if best and dist.from_rank0(lambda: os.path.exists(best)):
-        load_model_state(model, load_on_all_ranks(best)["model"])
+        best_state = load_on_all_ranks(best)
+        load_model_state(model, best_state["model"])
+        tested = {**checkpoint_record(best, best_state), "selection": f"best validation {args.val_metric}"}
+        del best_state
         print(f"testing the best checkpoint ({args.val_metric} {best_score:.4f})")
+    tested["data"] = {"test": data["test"]}
     try:
-        test(model, args, info, names, device, amp, stop=stop)
+        test(model, args, info, names, device, amp, stop=stop, provenance=tested)
     except StopDuringEvaluation:
         return stopped_evaluation(stop, "the final test (the training is complete: the rerun only tests)")
     dist.cleanup()

@@ -17,6 +17,7 @@ from engine.interrupt import StopRequest, stop_run
 from engine.loader import build_loader, resumable_epochs
 from engine.logger import StepTrace, TensorboardLogger, append_log
 from engine.optim import Schedules, batch_line, build_optimizer
+from engine.provenance import data_fingerprints, trained_on
 from engine.options import add_common_args, bool_arg
 from engine.pretrain import reconstruction_loss
 from engine.recipes import PRETRAIN, parser_defaults
@@ -58,6 +59,7 @@ def main(args):
     model.to(device)
     print(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
+    data = trained_on(data_fingerprints(args, "pretrain"))
     dataset = build_pretraining_dataset(args)
     collate = multiple_samples_collate if args.num_samples > 1 else None
     loader = build_loader(dataset, args, train=True, collate_fn=collate)
@@ -73,7 +75,7 @@ def main(args):
     schedules = Schedules(args, optimizer, steps_per_epoch)
     checkpointer = Checkpointer(args.output_dir, args.keep_last)
     checkpointer.remove_stale_temps()
-    start_epoch, start_it, resumed = resume(args, checkpointer, model, optimizer, scaler)
+    start_epoch, start_it, resumed = resume(args, checkpointer, model, optimizer, scaler, data=data)
     start_epoch = max(args.start_epoch, start_epoch)
     partial = (resumed or {}).get("partial")
     del resumed
@@ -84,7 +86,7 @@ def main(args):
     trace = StepTrace(args.trace_steps)
 
     def state(epoch, **extra):
-        return training_state(model, optimizer, scaler, None, args, epoch, **extra)
+        return training_state(model, optimizer, scaler, None, args, epoch, data=data, **extra)
 
     print(f"start training for {args.epochs} epochs from epoch {start_epoch}")
     start = time.time()

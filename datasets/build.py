@@ -32,13 +32,29 @@ def _common(args) -> dict:
     )
 
 
-def build_pretraining_dataset(args) -> PretrainDataset:
-    """`args.data_path` is the annotation file, or a folder holding pretrain.csv
-    (else train.csv)."""
+def pretraining_file(args) -> str:
+    """`args.data_path` if it is the annotation file, else the pretrain.csv (or train.csv) in it."""
     path = args.data_path
     if os.path.isdir(path):
         pre = os.path.join(path, "pretrain.csv")
         path = pre if os.path.exists(pre) else os.path.join(path, "train.csv")
+    return path
+
+
+def split_file(split: str, args) -> str:
+    """`<args.data_path>/<split>.csv`; validation falls back to test.csv where there is no val.csv."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
+    path = os.path.join(args.data_path, f"{split}.csv")
+    if split == "val" and not os.path.exists(path):
+        path = os.path.join(args.data_path, "test.csv")
+    return path
+
+
+def build_pretraining_dataset(args) -> PretrainDataset:
+    """`args.data_path` is the annotation file, or a folder holding pretrain.csv
+    (else train.csv)."""
+    path = pretraining_file(args)
     return PretrainDataset(
         path, **_common(args),
         patch_size=getattr(args, "patch_size", 16),
@@ -53,11 +69,8 @@ def build_pretraining_dataset(args) -> PretrainDataset:
 def build_dataset(split: str, args) -> VideoClsDataset:
     """`split` in {'train', 'val', 'test'}; reads `<args.data_path>/<split>.csv`.
     A missing val.csv falls back to test.csv with a warning."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
-    path = os.path.join(args.data_path, f"{split}.csv")
-    if split == "val" and not os.path.exists(path):
-        path = os.path.join(args.data_path, "test.csv")
+    path = split_file(split, args)
+    if split == "val" and os.path.basename(path) == "test.csv":
         warnings.warn(f"{args.data_path} has no val.csv: validation uses the test split "
                       f"({path}); validation scores are then test scores", stacklevel=2)
     num_targets = getattr(args, "num_targets", None)

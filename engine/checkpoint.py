@@ -20,6 +20,7 @@ from models.tuning import checkpoint_record, load_model_state, model_state, same
 
 from .cli import RunError, UserError
 from .distributed import from_rank0, is_dist, all_gather_objects, is_main_process
+from .provenance import check_same_data
 
 BEST, LATEST = "checkpoint-best.pth", "checkpoint-latest.pth"
 _TEMP = re.compile(r"checkpoint-.*\.pth\.tmp\d+$")
@@ -241,14 +242,17 @@ def check_same_run(path, ckpt, args, ignore=()):
         f"to continue that run with the new values.")
 
 
-def resume(args, checkpointer, model, optimizer=None, scaler=None, model_ema=None):
-    """Restore from ``--resume`` or the newest checkpoint; returns ``(epoch, iteration, checkpoint)``."""
+def resume(args, checkpointer, model, optimizer=None, scaler=None, model_ema=None, data=None):
+    """Restore from ``--resume`` or the newest checkpoint; returns ``(epoch, iteration, checkpoint)``.
+    ``data``: the fingerprints of the annotation files now, which must be those it trained on."""
     path = checkpointer.find_resume(args.resume, args.auto_resume)
     if path is None:
         return 0, 0, None
     ckpt = load_on_all_ranks(path)
     # A linear/LoRA run's backbone is known by its hash: the same file at another path is the same run.
     check_same_run(path, ckpt, args, ignore=("finetune",) if same_backbone(ckpt, model) else ())
+    if data is not None:
+        check_same_data(path, ckpt.get("data"), data, getattr(args, "force_resume", False))
     load_model_state(model, ckpt["model"])
     if optimizer is not None and "optimizer" in ckpt:
         optimizer.load_state_dict(ckpt["optimizer"])

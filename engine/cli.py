@@ -52,6 +52,7 @@ def run_entry(main, *args, **kwargs):
 
     Anything else is a bug and keeps its traceback.
     """
+    from engine.rundir import release_all
     from engine.train_step import NonFiniteLossError
     try:
         return main(*args, **kwargs)
@@ -61,6 +62,8 @@ def run_entry(main, *args, **kwargs):
     except (RunError, NonFiniteLossError) as e:
         print(f"error: {_message(e)}", file=sys.stderr, flush=True)
         return 1
+    finally:
+        release_all()  # the --output_dir lock, whatever the end
 
 
 def explicit_options(parser, argv=None):

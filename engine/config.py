@@ -12,6 +12,7 @@ from . import distributed as dist
 from .cli import UserError
 from .optim import scaled_lrs
 from .options import check_args
+from .rundir import prepare
 from .runtime import precision
 from .tuning import check_tuning_args, tuning_defaults
 
@@ -41,7 +42,7 @@ def resolve(args, kind, given=frozenset()):
     args.patch_size = PATCH_SIZE
     if checkpoint is None:
         vars(args).update(scaled_lrs(args))
-    _prepare_output(args)
+    _prepare_output(args, kind)
     return info, checkpoint
 
 
@@ -83,9 +84,10 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def _prepare_output(args):
+def _prepare_output(args, kind):
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
+        prepare(args, kind)  # the folder's lock, and args.json
     elif getattr(args, "eval", False):
         print("WARNING: no --output_dir: the reports (pred.csv, metrics.json) will not be written", flush=True)
     else:

@@ -3,9 +3,12 @@
     python -m engine.pool_folds --data_set DFEW --pred_dirs out/fold1 out/fold2 ... [--output_dir out/pooled]
 
 Every fold's pred.csv must hold the dataset's classes (or targets), in its order, and each video
-may appear in one fold only. Without --data_set the classes are read from the pred.csv files.
+may appear in one fold only. Without --data_set the classes are read from the pred.csv files. A
+pred.csv must be the one its metrics.json was written with (its row count and sha256): one cut
+short by a full disk or edited since is refused.
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -21,10 +24,33 @@ from .reports import format_table, metrics_from_frame, write_reports
 TASKS = ("classification", "regression", "clip_classification")
 
 
+def check_written(path, data):
+    """``data`` (pred.csv's bytes) must be whole and what its metrics.json records."""
+    if data and not data.endswith(b"\n"):
+        raise UserError(f"{path} ends in the middle of a row: it was cut short; run the fold's --eval again")
+    beside = os.path.join(os.path.dirname(path), os.path.basename(path).replace("pred.csv", "metrics.json"))
+    try:
+        with open(beside, encoding="utf-8") as f:
+            recorded = (json.load(f).get("provenance") or {}).get("pred_csv")
+    except (OSError, ValueError):
+        recorded = None
+    if not recorded:
+        print(f"WARNING: {path} has no metrics.json with its row count and sha256 beside it: it cannot be checked")
+        return
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != recorded["sha256"]:
+        rows = max(data.count(b"\n") - 1, 0)
+        raise UserError(f"{path} is not the pred.csv its metrics.json was written with ({rows} rows, sha256 "
+                        f"{digest[:12]} now; {recorded['rows']} rows, sha256 {recorded['sha256'][:12]} recorded): it "
+                        f"was cut or changed since; run the fold's --eval again")
+
+
 def read_fold(path):
     path = path if path.endswith(".csv") else os.path.join(path, "pred.csv")
     if not os.path.isfile(path):
         raise UserError(f"no predictions at {path}: run the fold's --eval first")
+    with open(path, "rb") as f:
+        check_written(path, f.read())
     try:
         return path, pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -107,7 +133,11 @@ def run(argv=None):
     print(format_table(metrics, info.task, f"== {info.name}: {len(args.pred_dirs)} folds pooled, "
                                            f"{len(frame)} videos =="))
     if args.output_dir:
-        write_reports(args.output_dir, frame, metrics, info.task, names)
+        from models.tuning import sha256_file
+        folds = [d if d.endswith(".csv") else os.path.join(d, "pred.csv") for d in args.pred_dirs]
+        write_reports(args.output_dir, frame, metrics, info.task, names, provenance={
+            "pooled": [{"pred_csv": os.path.abspath(p), "sha256": sha256_file(p)} for p in folds],
+            "args": vars(args)})
     else:
         summary = {k: v for k, v in finite_metrics(metrics).items() if not isinstance(v, (list, dict))}
         json.dump(summary, sys.stdout, indent=2, allow_nan=False)
