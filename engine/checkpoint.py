@@ -33,7 +33,7 @@ RUN_CONTROL = frozenset({
     "print_freq", "device", "gpu", "rank", "local_rank", "distributed",
     "dist_timeout", "save_ckpt_freq", "keep_last", "trace_steps", "backend", "strict", "max_bad_fraction",
     "data_root", "prefix_map", "dist_eval", "save_feature", "best_metric", "eval", "force_config", "compile", "compile_mode",
-    "class_names", "backbone",
+    "class_names", "backbone", "amp",  # amp: the precision --amp resolved to on this node (amp_requested is compared)
 })
 
 
@@ -229,7 +229,10 @@ def changed_args(recorded, current):
 
 def check_same_run(path, ckpt, args, ignore=()):
     """Refuse to resume ``ckpt`` under options that change the result, unless ``--force_resume``."""
-    diff = [d for d in changed_args(ckpt.get("args") or {}, args) if d[0] not in ignore]
+    recorded = ckpt.get("args") or {}
+    if recorded.get("amp_requested") == "auto" and recorded.get("amp") not in (None, getattr(args, "amp", None)):
+        print(f"note: --amp auto means {args.amp} on this machine; the run so far used {recorded['amp']}")
+    diff = [d for d in changed_args(recorded, args) if d[0] not in ignore]
     if not diff:
         return
     lines = "\n".join(f"    --{k}: {old!r} in the checkpoint, {new!r} now" for k, old, new in diff)
@@ -253,6 +256,13 @@ def resume(args, checkpointer, model, optimizer=None, scaler=None, model_ema=Non
     check_same_run(path, ckpt, args, ignore=("finetune",) if same_backbone(ckpt, model) else ())
     if data is not None:
         check_same_data(path, ckpt.get("data"), data, getattr(args, "force_resume", False))
+    if optimizer is not None and "optimizer" not in ckpt:
+        why = (f"{path} holds the weights but no optimizer state (checkpoint-best.pth and exported files keep only "
+               f"the weights): resuming from it restarts the optimizer's moments")
+        if not getattr(args, "force_resume", False):
+            raise UserError(f"{why}. Resume from a checkpoint-N.pth or checkpoint-latest.pth, start a new run with it "
+                            f"as --finetune, or add --force_resume True to continue with a fresh optimizer")
+        print(f"WARNING: {why} (--force_resume)")
     load_model_state(model, ckpt["model"])
     if optimizer is not None and "optimizer" in ckpt:
         optimizer.load_state_dict(ckpt["optimizer"])

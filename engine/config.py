@@ -13,7 +13,7 @@ from .cli import UserError
 from .optim import scaled_lrs
 from .options import check_args
 from .rundir import prepare
-from .runtime import precision
+from .runtime import check_device, precision
 from .tuning import check_tuning_args, tuning_defaults
 
 
@@ -21,7 +21,10 @@ def resolve(args, kind, given=frozenset()):
     """Complete ``args`` for a ``kind`` ("pretrain" or "finetune") run; ``given`` are the options
     typed on the command line. Returns ``(dataset info, the checkpoint --eval tests or None)``."""
     check_args(args)
+    check_device(args.device)
     vars(args).update(dist.init_distributed_mode(args.device, args.dist_timeout))
+    # A requeue may land on a node where auto means another precision: what was asked is compared.
+    args.amp_requested = args.amp
     requested, args.amp = args.amp, precision(args.amp, args.device)
     if requested == "auto":
         print(f"precision: {args.amp} (--amp auto on {args.device}: bf16 on CUDA and on CPUs with native bf16)")

@@ -13,6 +13,8 @@
 # UPDATE_FREQ (gradient accumulation) defaults to 1, or to the smallest value that keeps
 # BATCH_SIZE <= MAX_BATCH_PER_GPU when that is set. A split that is not exact is an error, so the
 # effective batch is the recipe's on any number of GPUs.
+# DEVICE=cuda (default): the runs ask for the GPU and fail with a clear error where CUDA is not usable
+# (a login node, a driver older than torch's CUDA: docs/cluster.md); DEVICE=cpu runs on the CPU on purpose.
 # DRY_RUN=1 prints every command instead of running it.
 
 SVFAP_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,6 +28,7 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 DRY_RUN=${DRY_RUN:-0}
+DEVICE=${DEVICE:-cuda}
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
@@ -120,7 +123,7 @@ svfap_pretrain() {
     --opt_betas $OPT_BETAS --opt_eps "$OPT_EPS" --drop_path "$DROP_PATH" \
     --num_frames "$NUM_FRAMES" --sampling_rate "$SAMPLING_RATE" --input_size "$INPUT_SIZE" \
     --mask_type "$MASK_TYPE" --mask_ratio "$MASK_RATIO" --decoder_depth "$DECODER_DEPTH" \
-    --normlize_target "$NORMLIZE_TARGET" --face_crop "$FACE_CROP" \
+    --normlize_target "$NORMLIZE_TARGET" --face_crop "$FACE_CROP" --device "$DEVICE" \
     --output_dir "$OUTPUT_DIR" "$@"
 }
 
@@ -146,7 +149,8 @@ svfap_finetune() {
     local data=$SPLIT_DIR/$split out=$OUTPUT_DIR/$split
     if [ "$split" = . ]; then data=$SPLIT_DIR; out=$OUTPUT_DIR; fi
     local common=(--model "$MODEL" --data_set "$DATA_SET" --data_path "$data" --data_root "$DATA_ROOT"
-      --batch_size "$BATCH_SIZE" --test_num_segment "$TEST_NUM_SEGMENT" --test_num_crop "$TEST_NUM_CROP")
+      --batch_size "$BATCH_SIZE" --test_num_segment "$TEST_NUM_SEGMENT" --test_num_crop "$TEST_NUM_CROP"
+      --device "$DEVICE")
     if [ "${SKIP_TRAIN:-0}" != 1 ]; then
       # shellcheck disable=SC2086  # OPT_BETAS is two numbers
       svfap_torchrun run_finetune.py "${common[@]}" --finetune "$PRETRAINED" \
