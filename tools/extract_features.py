@@ -18,7 +18,8 @@ Output (--output_dir): shards/shard_NNNNN.npy (the clips of --shard_size consecu
 shard_NNNNN.csv, then index.csv (one row per clip: video, path, label, window, start_frame,
 end_frame, file, row) and failed.csv (videos that could not be read). Shards are written under a
 temporary name and renamed, so a killed run leaves only complete shards; rerunning the same
-command skips them (--max_shards N stops after N new shards, for time-limited jobs). Under
+command skips them (settings.json records the settings and the checkpoint's sha256: a rerun with
+other settings, or with another file at the checkpoint's path, is refused) (--max_shards N stops after N new shards, for time-limited jobs). Under
 torchrun, shard k goes to rank k % world_size; rank 0 writes the index. Load everything with
 ``tools.extract_features.load_features(output_dir)``.
 
@@ -48,12 +49,13 @@ from datasets.video_io import BACKENDS, DEFAULT_BACKEND, VideoReadError, count_f
 from engine import distributed as dist
 from engine.cli import HelpFormatter, UserError, add_model_options, run_entry, typed_options
 from engine.runtime import PRECISIONS, autocast, pick_device
-from engine.reports import write_json
+from engine.files import staged, write_json
 from models.checkpoint import model_from_checkpoint
+from models.tuning import sha256_file
 from preprocess.faces import CROP_MARGIN
 
 # Settings that change the numbers: a resumed run must use the same ones.
-RESUME_KEYS = ("checkpoint", "features", "windows", "window_stride", "num_segments", "crop", "crop_size",
+RESUME_KEYS = ("checkpoint", "checkpoint_sha256", "features", "windows", "window_stride", "num_segments", "crop", "crop_size",
                "crop_margin", "shard_size", "dtype", "config", "videos")
 
 
@@ -195,15 +197,12 @@ def extract_shard(feature_model, paths, labels, first_video, opts, spec, num_fra
 
 
 def save_shard(output_dir, k, feats, rows, failed):
-    npy, csv = shard_paths(output_dir, k)
-    os.makedirs(os.path.dirname(npy), exist_ok=True)
-    tmp = f"{npy}.tmp{os.getpid()}.npy"
-    np.save(tmp, feats if feats is not None else np.zeros((0,), np.float32))
-    os.replace(tmp, npy)
+    """The shard's array and its CSV, both whole or neither (the CSV, which marks it done, last)."""
     frame = pd.DataFrame(rows + [{**f, "window": -1} for f in failed],
                          columns=["video", "path", "label", "window", "start_frame", "end_frame", "error"])
-    frame.to_csv(f"{csv}.tmp{os.getpid()}", index=False)
-    os.replace(f"{csv}.tmp{os.getpid()}", csv)
+    with staged(shard_paths(output_dir, k)) as (npy, csv):
+        np.save(npy, feats if feats is not None else np.zeros((0,), np.float32))
+        csv.write(frame.to_csv(index=False).encode("utf-8"))
 
 
 def write_index(output_dir, num_shards):
@@ -219,8 +218,9 @@ def write_index(output_dir, num_shards):
         ok["row"] = np.arange(len(ok))
         parts.append(ok)
     index = pd.concat(parts, ignore_index=True)
-    index.to_csv(os.path.join(output_dir, "index.csv"), index_label="index")
-    pd.concat(failed, ignore_index=True).to_csv(os.path.join(output_dir, "failed.csv"), index=False)
+    with staged([os.path.join(output_dir, "index.csv"), os.path.join(output_dir, "failed.csv")]) as (i, f):
+        i.write(index.to_csv(index_label="index").encode("utf-8"))
+        f.write(pd.concat(failed, ignore_index=True).to_csv(index=False).encode("utf-8"))
     return index
 
 
@@ -239,6 +239,10 @@ def check_resume(output_dir, settings):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
         changed = [k for k in RESUME_KEYS if json.dumps(old.get(k), sort_keys=True) != json.dumps(settings.get(k), sort_keys=True)]
+        if changed == ["checkpoint_sha256"]:
+            raise UserError(f"{output_dir} holds features of another file at {settings['checkpoint']} (sha256 "
+                            f"{str(old.get('checkpoint_sha256'))[:12]} then, {settings['checkpoint_sha256'][:12]} now): "
+                            f"its shards would mix two models; use a new --output_dir or delete it")
         if changed:
             raise UserError(f"{output_dir} holds features made with other settings ({', '.join(changed)} differ); "
                             f"use a new --output_dir or delete it")
@@ -263,7 +267,8 @@ def run(argv=None):
 
     num_shards = -(-len(paths) // args.shard_size)
     settings = {**{k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)},
-                "checkpoint": os.path.abspath(args.checkpoint), "model": name, "sampling_rate": rate,
+                "checkpoint": os.path.abspath(args.checkpoint), "checkpoint_sha256": sha256_file(args.checkpoint),
+                "model": name, "sampling_rate": rate,
                 "config": dict(cfg), "videos": len(paths)}
     os.makedirs(args.output_dir, exist_ok=True)
     dist.barrier()
