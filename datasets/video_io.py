@@ -19,6 +19,11 @@ presentation timestamps, and on B-frame streams such as the opencv-doc
 returns the wrong frames (its frame 100 is frame 2). Frame counts come from the demuxed packets,
 never from the container header (`tree.avi` claims 444 frames and holds 68).
 
+Frames come upright: a video whose display matrix says to rotate it (a phone held upright
+records landscape frames with a 90 degree rotation) is turned as a player would turn it, by the
+multiple of 90 degrees nearest to the matrix's rotation (PyAV's ``VideoFrame.rotation``); decord,
+which ignores the matrix, gets the rotation from PyAV. Flips in the matrix are not applied.
+
 Frame images are read with Pillow, not OpenCV: decord's wheel loads an old
 zlib into the process, and once decord is imported before cv2, OpenCV's PNG
 reader fails on every file ("libpng error: bad parameters to zlib").
@@ -57,12 +62,18 @@ def list_frame_files(folder: str) -> list[str]:
 
 
 def is_frame_folder(path: str) -> bool:
-    return os.path.isdir(path) and any(n.lower().endswith(FRAME_EXTS) for n in os.listdir(path))
+    """A folder of frame images and no videos (a folder that holds videos is a folder of videos,
+    whatever images lie beside them)."""
+    if not os.path.isdir(path):
+        return False
+    names = [n.lower() for n in os.listdir(path)]
+    return any(n.endswith(FRAME_EXTS) for n in names) and not any(n.endswith(VIDEO_EXTS) for n in names)
 
 
-def find_inputs(paths) -> list[str]:
+def find_inputs(paths, warn=None) -> list[str]:
     """Videos from files, frame folders, and folders of videos or frame folders (searched
-    recursively, in natural order); a path that is none of these is a VideoReadError."""
+    recursively, in natural order); a path that is none of these is a VideoReadError. Images lying
+    beside videos are not a video: they are left out, and ``warn`` (a callable) is told."""
     found = []
     for path in map(os.fspath, paths):
         if os.path.isfile(path) or is_frame_folder(path):
@@ -71,12 +82,17 @@ def find_inputs(paths) -> list[str]:
             inside = []
             for root, dirs, files in os.walk(path):
                 dirs.sort(key=natural_key)
-                if root != path and any(n.lower().endswith(FRAME_EXTS) for n in files):
+                if root != path and is_frame_folder(root):
                     inside.append(root)
                     dirs[:] = []  # a frame folder is one video, whatever it holds below
                     continue
                 inside += [os.path.join(root, n) for n in sorted(files, key=natural_key)
                            if n.lower().endswith(VIDEO_EXTS)]
+                loose = [n for n in files if n.lower().endswith(FRAME_EXTS)]
+                if loose and warn is not None:
+                    warn(f"{len(loose)} image(s) in {root} ({', '.join(sorted(loose, key=natural_key)[:3])}"
+                         f"{', ...' if len(loose) > 3 else ''}) lie beside videos: not a video, left out (the frames "
+                         f"of one video go in a folder of their own)")
             if not inside:
                 raise VideoReadError(f"{path}: no videos ({', '.join(VIDEO_EXTS)}) or frame folders inside")
             found += inside
@@ -128,7 +144,9 @@ class DecordVideo:
         wanted = sorted(set(indices))
         batch = self._vr.get_batch(wanted).asnumpy()
         where = {t: k for k, t in enumerate(wanted)}
-        return batch[[where[i] for i in indices]]
+        turns = quarter_turns(video_rotation(self.path))
+        batch = np.rot90(batch, k=turns, axes=(1, 2)) if turns else batch
+        return np.ascontiguousarray(batch[[where[i] for i in indices]])
 
     def close(self):
         self._vr = None  # closing twice (after a failed read, then in `finally`) is harmless
@@ -174,7 +192,7 @@ class PyAVVideo:
         # One swscale thread: PyAV's default (0, automatic) starts a thread pool in every
         # converter, slow to start, more threads than the one a DataLoader worker should use,
         # and a converter carried across a fork would wait forever on its parent's threads.
-        return self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+        return upright(frame, self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray())
 
     def _restart(self, seek_pts=None, want_pts=frozenset()):
         """Decode from the keyframe at `seek_pts` (frames other than `want_pts` may be
@@ -257,6 +275,29 @@ class PyAVVideo:
     def close(self):
         self._end_iter()
         self._container.close()
+
+
+def quarter_turns(degrees) -> int:
+    """Counter-clockwise quarter turns nearest to a rotation in degrees."""
+    return int(round((degrees or 0) / 90)) % 4
+
+
+def upright(frame, array: np.ndarray) -> np.ndarray:
+    """``array`` (the decoded ``frame``) turned as its display matrix says."""
+    turns = quarter_turns(frame.rotation)
+    return np.ascontiguousarray(np.rot90(array, k=turns)) if turns else array
+
+
+def video_rotation(path: str) -> int:
+    """The display matrix's counter-clockwise rotation of a video file in degrees (0 without one)."""
+    try:
+        with av.open(path) as c:
+            stream = c.streams.video[0]
+            for frame in c.decode(stream):
+                return int(frame.rotation or 0)
+    except (av.FFmpegError, IndexError, OSError):
+        pass
+    return 0
 
 
 def _has_decord() -> bool:
@@ -374,7 +415,7 @@ def iter_frames(path: str, step: int = 1, max_frames: int | None = None):
                     break
                 if i % step == 0:
                     kept += 1
-                    yield rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+                    yield upright(frame, rgb.reformat(frame, format="rgb24", threads=1).to_ndarray())
         except av.FFmpegError as e:
             raise VideoReadError(f"{path}: decoding failed after {kept} frames ({e})") from e
 

@@ -122,7 +122,7 @@ def list_videos(args):
                                            for s in samples]
     if not args.inputs:
         raise UserError("nothing to extract: give --csv FILE or video paths / folders")
-    paths = find_inputs(args.inputs)
+    paths = find_inputs(args.inputs, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     return paths, [""] * len(paths)
 
 

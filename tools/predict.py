@@ -43,7 +43,7 @@ from datasets.inference import ClipSpec, load_windows
 from datasets.registry import default_sampling_rate, output_names
 from datasets.sampling import WINDOW_MODES, chunk_windows, plan_windows
 from datasets.video_io import (BACKENDS, DEFAULT_BACKEND, VideoReadError, count_frames, find_inputs, iter_frames,
-                               video_fps)
+                               video_fps, video_rotation)
 from engine.cli import HelpFormatter, UserError, add_model_options, run_entry, typed_options
 from engine.runtime import pick_device
 from engine.reports import write_json
@@ -117,6 +117,11 @@ class Predictor:
         scores, faces = self._score_windows(path, plan, crop_faces, batch_size, max_frames, backend)
         result = {"video": path, "num_frames": n, "fps": fps, **self._describe(scores.mean(0), topk),
                   "windows": self._windows(plan, scores, fps, topk)}
+        rotation = video_rotation(path) if os.path.isfile(path) else 0
+        if rotation:
+            result["rotation"] = rotation
+            print(f"note: {path}: its display matrix rotates it by {rotation} degrees; the frames were turned upright",
+                  file=sys.stderr)
         if faces:
             result["face_crop"] = {"frames": sum(f["frames"] for f in faces),
                                    "detections": sum(f["detections"] for f in faces)}
@@ -253,7 +258,7 @@ def run(argv=None):
     if args.topk < 1 or args.batch_size < 1:
         raise UserError("--topk and --batch_size must be at least 1")
     tracking = check_face_options(args)
-    videos = find_inputs(args.inputs)
+    videos = find_inputs(args.inputs, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     device = pick_device(args.device)
     predictor = Predictor(args.checkpoint, typed_options(args), args.force_config, args.class_names, device)
     crop_faces = None
