@@ -4,7 +4,7 @@ size, output folders), resolved once, right after parsing. Nothing else writes t
 import os
 from dataclasses import replace
 
-from datasets.registry import get_dataset_info, read_class_names
+from datasets.registry import check_recorded_names, get_dataset_info, read_class_names
 from models.checkpoint import CLIP_KEYS, MODEL_KEYS, checkpoint_args, checkpoint_config, read_checkpoint
 from models.factory import PATCH_SIZE
 
@@ -32,7 +32,8 @@ def resolve(args, kind, given=frozenset()):
     if kind == "finetune":
         tuning_defaults(args, given)
         check_tuning_args(args)
-        info = _named_outputs(get_dataset_info(args.data_set, args.nb_classes, args.task), args)
+        recorded = checkpoint_args(checkpoint).get("class_names") if checkpoint is not None else None
+        info = _named_outputs(get_dataset_info(args.data_set, args.nb_classes, args.task), args, recorded)
         args.class_names = list(info.classes or info.targets)
         args.nb_classes = info.num_outputs
         args.num_targets = len(info.targets) if info.task == "regression" else None
@@ -67,19 +68,26 @@ def _evaluated_checkpoint(args, given):
     return checkpoint
 
 
-def _named_outputs(info, args):
+def _named_outputs(info, args, recorded=None):
     """The dataset's outputs named by --class_names (a comma list or a file), else by a classes.txt
-    beside a custom dataset's split files (the demo writes one), else by the registry."""
+    beside a custom dataset's split files (the demo writes one), else by the registry. Under --eval
+    the names the checkpoint ``recorded`` are the truth: given names must be the same, in order."""
     source = args.class_names
     beside = os.path.join(args.data_path, "classes.txt")
     if not source and info.name == "custom" and os.path.isfile(beside):
         source = beside
-    if not source:
+    if recorded and len(recorded) != info.num_outputs:
+        recorded = None  # another head (a pre-trained or re-headed file): nothing to hold the names to
+    if not source and not recorded:
         return info
-    names = tuple(read_class_names(source) if isinstance(source, str) else source)
-    if len(names) != info.num_outputs:
-        raise UserError(f"{len(names)} names ({', '.join(names[:8])}) from {source!r} for {info.num_outputs} "
-                        f"{'targets' if info.targets else 'classes'} of {info.name}")
+    if source:
+        names = tuple(read_class_names(source) if isinstance(source, str) else source)
+        if len(names) != info.num_outputs:
+            raise UserError(f"{len(names)} names ({', '.join(names[:8])}) from {source!r} for {info.num_outputs} "
+                            f"{'targets' if info.targets else 'classes'} of {info.name}")
+        names = tuple(check_recorded_names(names, recorded, source if isinstance(source, str) else "--class_names"))
+    else:
+        names = tuple(recorded)
     return replace(info, **({"targets": names} if info.targets else {"classes": names}))
 
 

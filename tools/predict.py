@@ -93,7 +93,7 @@ class Predictor:
         cfg = self.cfg
         self.task, self.names = output_names(self.model.num_classes, cfg.get("data_set"), cfg.get("task"),
                                              cfg.get("nb_classes"), cfg.get("num_targets"),
-                                             class_names or cfg.get("class_names"))
+                                             class_names, recorded=cfg.get("class_names"))
         self.device = torch.device(device)
         self.model.to(self.device)
         embed = self.model.patch_embed
