@@ -183,6 +183,7 @@ class PyAVVideo:
             raise
         self._stream.codec_context.thread_count = 1
         self._stream_iter = None
+        self._seq_next = None  # the index of the next frame of a sequential decode, while one is open
         # One converter per reader: a frame's own to_ndarray(format=...) rebuilds
         # the swscale context for every frame, 7x slower on small frames.
         self._rgb = VideoReformatter()
@@ -198,6 +199,7 @@ class PyAVVideo:
         """Decode from the keyframe at `seek_pts` (frames other than `want_pts` may be
         skipped), or every frame from the very start (reopened: AVI seeking cannot be trusted)."""
         self._end_iter()
+        self._seq_next = 0 if seek_pts is None else None
         if seek_pts is None:
             self._container.close()
             self._container = av.open(self.path)
@@ -218,9 +220,14 @@ class PyAVVideo:
             yield from ctx.decode(packet)
 
     def _get_sequential(self, wanted: set):
-        self._restart()
+        # Later frames of a reader used again (a long video read in chunks) continue the decode
+        # where the last call stopped: each frame is decoded once, not once per chunk.
+        if self._stream_iter is None or self._seq_next is None or self._seq_next > min(wanted):
+            self._restart()
         got, last = {}, max(wanted)
-        for pos, frame in enumerate(self._stream_iter):
+        for frame in self._stream_iter:
+            pos = self._seq_next
+            self._seq_next += 1
             self.decoded += 1
             if pos in wanted:
                 got[pos] = self._to_rgb(frame)
@@ -336,6 +343,13 @@ def _decode(source, indices, path):
         raise
     except Exception as e:  # FFmpeg's and decord's errors come in many types
         raise VideoReadError(f"{path}: decoding failed ({type(e).__name__}: {e})") from e
+
+
+def decode_frames(source, indices, path):
+    """Frames ``indices`` of an open ``source`` (:func:`open_source`), in that order."""
+    if not indices or indices[0] < 0 or max(indices) >= source.num_frames:
+        raise VideoReadError(f"{path}: frame index out of range for {source.num_frames} frames")
+    return _decode(source, list(indices), path)
 
 
 def read_clips(path: str, choose, backend: str = DEFAULT_BACKEND) -> list[np.ndarray]:

@@ -43,10 +43,10 @@ from datasets.inference import ClipSpec, load_windows
 from datasets.registry import default_sampling_rate, output_names
 from datasets.sampling import WINDOW_MODES, chunk_windows, plan_windows
 from datasets.video_io import (BACKENDS, DEFAULT_BACKEND, VideoReadError, count_frames, find_inputs, iter_frames,
-                               video_fps, video_rotation)
+                               open_source, video_fps, video_rotation)
 from engine.cli import HelpFormatter, UserError, add_model_options, run_entry, typed_options
 from engine.runtime import pick_device
-from engine.reports import write_json
+from engine.files import write_json, write_text
 from engine.timelines import mean_box, write_face_outputs
 from models.checkpoint import model_from_checkpoint
 from preprocess.faces import CROP_MARGIN, TrackConfig, track_cropper, track_faces
@@ -149,12 +149,23 @@ class Predictor:
         return result, [track.thumbnail for track in tracks]
 
     def _score_windows(self, path, plan, crop, batch_size, max_frames, backend):
+        """Window scores, a chunk of --max_frames decoded frames at a time from one open reader (a
+        long video is decoded once, front to back), with a progress bar when there are several."""
+        from tqdm import tqdm
         per_window, faces = [], []
-        for chunk in chunk_windows(plan, max_frames):
-            batch = load_windows(path, chunk, self.spec, backend, crop)
-            per_window.append(self.scores(batch.clips, batch_size))
-            if batch.face is not None:
-                faces.append(batch.face)
+        chunks = chunk_windows(plan, max_frames)
+        source = open_source(path, backend)
+        try:
+            with tqdm(total=len(plan), desc=os.path.basename(os.path.normpath(path)), unit="window",
+                      disable=len(chunks) < 2, file=sys.stderr) as bar:
+                for chunk in chunks:
+                    batch = load_windows(path, chunk, self.spec, backend, crop, source=source)
+                    per_window.append(self.scores(batch.clips, batch_size))
+                    if batch.face is not None:
+                        faces.append(batch.face)
+                    bar.update(len(chunk))
+        finally:
+            source.close()
         return np.concatenate(per_window), faces
 
     def _windows(self, plan, scores, fps, topk):
@@ -232,8 +243,9 @@ def format_table(results, task, show_windows=False):
 
 
 def face_folder(out_dir, path, used):
-    """A folder of --out_dir named after the video, made unique among the inputs."""
-    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or "video"
+    """A folder of --out_dir named after the video, made unique among the inputs (always inside
+    --out_dir: an input named ``.`` or ``..`` is named after the folder it is)."""
+    stem = os.path.splitext(os.path.basename(os.path.abspath(path)))[0].strip(". ") or "video"
     name, k = stem, 1
     while name in used:
         k += 1
@@ -293,8 +305,7 @@ def run(argv=None):
                                    "config": {k: v for k, v in predictor.cfg.items()},
                                    "sampling_rate": predictor.rate, "windows": args.windows, "videos": results})
     if args.out_csv:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out_csv)), exist_ok=True)
-        results_frame(results, predictor.names, predictor.task).to_csv(args.out_csv, index=False)
+        write_text(args.out_csv, results_frame(results, predictor.names, predictor.task).to_csv(index=False))
     failed = [r for r in results if "error" in r]
     if failed:
         print(f"{len(failed)} of {len(results)} videos failed", file=sys.stderr)
