@@ -117,7 +117,15 @@ def typed_options(args):
     """``{option: value}`` of the model options a tool's user gave (their default is None), with
     ``backbone`` (which ``models.checkpoint.model_from_checkpoint`` reads); ``args`` is a namespace or a dict."""
     from models.checkpoint import CLIP_KEYS, MODEL_KEYS, OUTPUT_KEYS
+    from models.factory import PATCH_SIZE
     values = args if isinstance(args, dict) else vars(args)
-    # --class_names only names what is shown: it may differ from what the checkpoint recorded.
+    # --class_names is checked against what the checkpoint recorded by datasets.registry.output_names.
     keys = tuple(k for k in MODEL_KEYS + CLIP_KEYS + OUTPUT_KEYS if k != "class_names") + ("backbone",)
-    return {k: v for k, v in values.items() if k in keys and v is not None}
+    typed = {k: v for k, v in values.items() if k in keys and v is not None}
+    for key, value in typed.items():
+        numbers = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, int) and not isinstance(v, bool) and v < 1 for v in numbers):
+            raise UserError(f"--{key} must be at least 1, not {value}")
+    if typed.get("input_size", PATCH_SIZE) % PATCH_SIZE:
+        raise UserError(f"--input_size {typed['input_size']} is not a multiple of the patch size {PATCH_SIZE}")
+    return typed
