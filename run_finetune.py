@@ -16,7 +16,7 @@ from datasets.build import build_dataset, multiple_samples_collate
 from datasets.registry import DATASETS
 from engine import distributed as dist
 from engine.checkpoint import BEST, Checkpointer, args_dict, load_on_all_ranks, resume, training_state
-from engine.files import staged
+from engine.files import write_together
 from engine.provenance import checkpoint_record, data_fingerprints, trained_on
 from engine.cli import HelpFormatter, UserError, explicit_options, run_entry
 from engine.config import resolve
@@ -145,11 +145,11 @@ def test(model, args, info, names, device, amp, prefix="", stop=None, provenance
                       prefix, provenance={**(provenance or {}), "args": args_dict(args)})
         if args.save_feature:
             keys = sorted(feats)
-            with staged([os.path.join(args.output_dir, f"{prefix}features.npy"),
-                         os.path.join(args.output_dir, f"{prefix}features_index.csv")]) as (array, index):
-                np.save(array, np.stack([feats[k] for k in keys]))
-                index.write(b"row,path,view\n")
-                index.writelines(f"{i},{dataset.samples[v].path},{w}\n".encode() for i, (v, w) in enumerate(keys))
+            index = "row,path,view\n" + "".join(f"{i},{dataset.samples[v].path},{w}\n" for i, (v, w) in enumerate(keys))
+            write_together([(os.path.join(args.output_dir, f"{prefix}features.npy"),
+                             lambda f: np.save(f, np.stack([feats[k] for k in keys]))),
+                            (os.path.join(args.output_dir, f"{prefix}features_index.csv"),
+                             lambda f: f.write(index.encode("utf-8")))])
     print(format_table(metrics, info.task, f"== {info.name} test ({len(frame)} videos, "
                                            f"{args.test_num_segment}x{args.test_num_crop} views) =="))
     return metrics

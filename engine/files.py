@@ -30,7 +30,9 @@ def _free(folder):
 def write_failure(path, err):
     """The :class:`WriteError` that says why ``path`` could not be written."""
     folder = os.path.dirname(os.path.abspath(path))
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+    # numpy's tofile reports a short write as "N requested and M written", without an errno.
+    short = isinstance(err, OSError) and err.errno is None and "requested and" in str(err)
+    if isinstance(err, OSError) and (err.errno in (errno.ENOSPC, errno.EDQUOT) or short):
         why = f"no space left on device ({_free(folder)})"
     elif isinstance(err, OSError):
         why = err.strerror or str(err)
@@ -52,35 +54,26 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
-@contextmanager
-def staged(paths):
-    """Write several files that belong together: ``with staged([a, b]) as (fa, fb)`` gives binary
-    temporary files; all are renamed into place only when every one was written."""
-    tmps, files = [temporary_name(p) for p in paths], []
-    current = paths[0]
+def write_together(writers):
+    """Write files that belong together: ``writers`` is ``[(path, write(binary file)), ...]``;
+    each is written to its temporary file in turn, and all are renamed into place only when every
+    one was written (a failure names the file it hit and leaves none of them)."""
+    tmps, current = [], None
     try:
-        for path, tmp in zip(paths, tmps):
+        for path, write in writers:
             current = path
-            folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, exist_ok=True)
-            files.append(open(tmp, "wb"))
-        yield files
-        for path, f in zip(paths, files):
-            current = path
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-        for path, tmp in zip(paths, tmps):
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            tmps.append(temporary_name(path))
+            with open(tmps[-1], "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+        for (path, _), tmp in zip(writers, tmps):
             current = path
             os.replace(tmp, path)
-        for folder in {os.path.dirname(os.path.abspath(p)) for p in paths}:
+        for folder in {os.path.dirname(os.path.abspath(p)) for p, _ in writers}:
             _fsync_folder(folder)
     except BaseException as e:
-        for f in files:
-            try:
-                f.close()
-            except OSError:
-                pass
         for tmp in tmps:
             try:
                 os.remove(tmp)
@@ -95,20 +88,27 @@ def staged(paths):
 def atomic_file(path, binary=False):
     """``with atomic_file(path) as f``: a temporary file (text, UTF-8, unless ``binary``) that
     replaces ``path`` when the block ends without an error."""
-    with staged([path]) as (f,):
-        if binary:
+    tmp = temporary_name(path)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
             yield f
-        else:
-            import io
-            text = io.TextIOWrapper(f, encoding="utf-8", newline="")
-            yield text
-            text.flush()
-            text.detach()
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_folder(os.path.dirname(os.path.abspath(path)))
+    except BaseException as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise write_failure(path, e) from e
+        raise
 
 
 def write_bytes(path, data):
-    with atomic_file(path, binary=True) as f:
-        f.write(data)
+    write_together([(path, lambda f: f.write(data))])
 
 
 def write_text(path, text):

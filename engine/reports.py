@@ -108,10 +108,8 @@ def write_reports(output_dir, frame, metrics, task, names, prefix="", provenance
         print(f"WARNING: non-finite metrics, written as null: {', '.join(metrics['non_finite'])}")
     metrics["provenance"] = report_provenance(provenance, pred, len(frame))
     text = json.dumps(metrics, indent=2, allow_nan=False, default=str).encode("utf-8")
-    with files.staged([os.path.join(output_dir, f"{prefix}pred.csv"),
-                       os.path.join(output_dir, f"{prefix}metrics.json")]) as (pred_file, metrics_file):
-        pred_file.write(pred)
-        metrics_file.write(text)
+    files.write_together([(os.path.join(output_dir, f"{prefix}pred.csv"), lambda f: f.write(pred)),
+                          (os.path.join(output_dir, f"{prefix}metrics.json"), lambda f: f.write(text))])
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

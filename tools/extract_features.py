@@ -49,7 +49,7 @@ from datasets.video_io import BACKENDS, DEFAULT_BACKEND, VideoReadError, count_f
 from engine import distributed as dist
 from engine.cli import HelpFormatter, UserError, add_model_options, run_entry, typed_options
 from engine.runtime import PRECISIONS, autocast, pick_device
-from engine.files import staged, write_json
+from engine.files import write_json, write_together
 from models.checkpoint import model_from_checkpoint
 from models.tuning import sha256_file
 from preprocess.faces import CROP_MARGIN
@@ -200,9 +200,9 @@ def save_shard(output_dir, k, feats, rows, failed):
     """The shard's array and its CSV, both whole or neither (the CSV, which marks it done, last)."""
     frame = pd.DataFrame(rows + [{**f, "window": -1} for f in failed],
                          columns=["video", "path", "label", "window", "start_frame", "end_frame", "error"])
-    with staged(shard_paths(output_dir, k)) as (npy, csv):
-        np.save(npy, feats if feats is not None else np.zeros((0,), np.float32))
-        csv.write(frame.to_csv(index=False).encode("utf-8"))
+    npy, csv = shard_paths(output_dir, k)
+    write_together([(npy, lambda f: np.save(f, feats if feats is not None else np.zeros((0,), np.float32))),
+                    (csv, lambda f: f.write(frame.to_csv(index=False).encode("utf-8")))])
 
 
 def write_index(output_dir, num_shards):
@@ -218,9 +218,9 @@ def write_index(output_dir, num_shards):
         ok["row"] = np.arange(len(ok))
         parts.append(ok)
     index = pd.concat(parts, ignore_index=True)
-    with staged([os.path.join(output_dir, "index.csv"), os.path.join(output_dir, "failed.csv")]) as (i, f):
-        i.write(index.to_csv(index_label="index").encode("utf-8"))
-        f.write(pd.concat(failed, ignore_index=True).to_csv(index=False).encode("utf-8"))
+    failed = pd.concat(failed, ignore_index=True)
+    write_together([(os.path.join(output_dir, "index.csv"), lambda f: f.write(index.to_csv(index_label="index").encode())),
+                    (os.path.join(output_dir, "failed.csv"), lambda f: f.write(failed.to_csv(index=False).encode()))])
     return index
 
 
