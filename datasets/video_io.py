@@ -21,8 +21,8 @@ never from the container header (`tree.avi` claims 444 frames and holds 68).
 
 Frames come upright: a video whose display matrix says to rotate it (a phone held upright
 records landscape frames with a 90 degree rotation) is turned as a player would turn it, by the
-multiple of 90 degrees nearest to the matrix's rotation (PyAV's ``VideoFrame.rotation``); decord,
-which ignores the matrix, gets the rotation from PyAV. Flips in the matrix are not applied.
+multiple of 90 degrees nearest to the matrix's rotation (PyAV's ``VideoFrame.rotation``), as
+decord does by itself. Flips in the matrix are not applied.
 
 Frame images are read with Pillow, not OpenCV: decord's wheel loads an old
 zlib into the process, and once decord is imported before cv2, OpenCV's PNG
@@ -31,6 +31,7 @@ reader fails on every file ("libpng error: bad parameters to zlib").
 from __future__ import annotations
 
 import bisect
+import collections
 import os
 import re
 from fractions import Fraction
@@ -144,9 +145,7 @@ class DecordVideo:
         wanted = sorted(set(indices))
         batch = self._vr.get_batch(wanted).asnumpy()
         where = {t: k for k, t in enumerate(wanted)}
-        turns = quarter_turns(video_rotation(self.path))
-        batch = np.rot90(batch, k=turns, axes=(1, 2)) if turns else batch
-        return np.ascontiguousarray(batch[[where[i] for i in indices]])
+        return batch[[where[i] for i in indices]]
 
     def close(self):
         self._vr = None  # closing twice (after a failed read, then in `finally`) is harmless
@@ -157,8 +156,12 @@ class _Untrusted(Exception):
 
 
 class PyAVVideo:
-    def __init__(self, path: str):
+    def __init__(self, path: str, lookback: int = 0):
         self.path = path
+        # Decoded frames kept behind a sequential decode's position, for a reader used chunk after
+        # chunk whose windows overlap (tools.predict): they are converted when asked for, not decoded again.
+        self.lookback = lookback
+        self._behind = collections.deque(maxlen=lookback or None)
         self._container = av.open(path)
         try:
             self._sequential = self._container.format.name.startswith("avi")
@@ -200,6 +203,7 @@ class PyAVVideo:
         skipped), or every frame from the very start (reopened: AVI seeking cannot be trusted)."""
         self._end_iter()
         self._seq_next = 0 if seek_pts is None else None
+        self._behind.clear()
         if seek_pts is None:
             self._container.close()
             self._container = av.open(self.path)
@@ -221,15 +225,23 @@ class PyAVVideo:
 
     def _get_sequential(self, wanted: set):
         # Later frames of a reader used again (a long video read in chunks) continue the decode
-        # where the last call stopped: each frame is decoded once, not once per chunk.
-        if self._stream_iter is None or self._seq_next is None or self._seq_next > min(wanted):
+        # where the last call stopped, and the `lookback` frames behind it are at hand: each
+        # frame is decoded once, not once per chunk.
+        kept = dict(self._behind) if self._behind.maxlen else {}
+        got = {i: self._to_rgb(kept[i]) for i in wanted if i in kept}
+        rest = wanted - got.keys()
+        if not rest:
+            return got
+        if self._stream_iter is None or self._seq_next is None or self._seq_next > min(rest):
             self._restart()
-        got, last = {}, max(wanted)
+        last = max(rest)
         for frame in self._stream_iter:
             pos = self._seq_next
             self._seq_next += 1
             self.decoded += 1
-            if pos in wanted:
+            if self._behind.maxlen:
+                self._behind.append((pos, frame))
+            if pos in rest:
                 got[pos] = self._to_rgb(frame)
             if pos >= last:
                 break
@@ -312,8 +324,9 @@ def _has_decord() -> bool:
     return importlib.util.find_spec("decord") is not None
 
 
-def open_source(path: str, backend: str = DEFAULT_BACKEND):
-    """Open a frame folder or a video file; decord, when chosen, falls back to PyAV on failure."""
+def open_source(path: str, backend: str = DEFAULT_BACKEND, lookback: int = 0):
+    """Open a frame folder or a video file; decord, when chosen, falls back to PyAV on failure.
+    ``lookback``: frames PyAV keeps behind its position (see :class:`PyAVVideo`)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if os.path.isdir(path):
@@ -329,7 +342,7 @@ def open_source(path: str, backend: str = DEFAULT_BACKEND):
         except Exception as e:  # decord raises bare RuntimeErrors for any bad input
             errors.append(f"decord: {e}")
     try:
-        return PyAVVideo(path)
+        return PyAVVideo(path, lookback)
     except Exception as e:
         errors.append(f"pyav: {e}")
     raise VideoReadError(f"{path}: cannot open video ({'; '.join(errors)})")

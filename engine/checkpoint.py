@@ -235,7 +235,9 @@ def check_same_run(path, ckpt, args, ignore=()):
     diff = [d for d in changed_args(recorded, args) if d[0] not in ignore]
     if not diff:
         return
-    lines = "\n".join(f"    --{k}: {old!r} in the checkpoint, {new!r} now" for k, old, new in diff)
+    # amp_requested is --amp as typed (amp itself is what it resolved to on the machine)
+    lines = "\n".join(f"    --{'amp' if k == 'amp_requested' else k}: {old!r} in the checkpoint, {new!r} now"
+                       for k, old, new in diff)
     if getattr(args, "force_resume", False):
         print(f"WARNING: resuming {path} with {len(diff)} changed option(s) (--force_resume):\n{lines}")
         return

@@ -154,7 +154,8 @@ class Predictor:
         from tqdm import tqdm
         per_window, faces = [], []
         chunks = chunk_windows(plan, max_frames)
-        source = open_source(path, backend)
+        # A window that ends on the last frame may start before the previous chunk ended.
+        source = open_source(path, backend, lookback=self.num_frames * self.rate)
         try:
             with tqdm(total=len(plan), desc=os.path.basename(os.path.normpath(path)), unit="window",
                       disable=len(chunks) < 2, file=sys.stderr) as bar:
