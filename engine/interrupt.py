@@ -2,6 +2,7 @@
 (Ctrl-C), SIGHUP (a closed terminal or ssh session) and SIGUSR1 (``sbatch --signal``) ask training
 to write a resumable checkpoint at the next optimisation step (or, in an evaluation, to drop it)
 and exit with :data:`engine.cli.EXIT_REQUEUE`. A second Ctrl-C stops at once."""
+import os
 import signal
 import sys
 import threading
@@ -50,14 +51,35 @@ class StopRequest:
             raise KeyboardInterrupt
         if self.signal is None:
             self.signal = signal.Signals(signum).name
+            if signum == getattr(signal, "SIGHUP", None):
+                _leave_closed_terminal()
             # stderr, not print: every rank says so (their prints are silenced but rank 0's)
-            sys.stderr.write(f"\n{self.signal} received{f' by rank {get_rank()}' if is_dist() else ''}: saving "
-                             f"a resumable checkpoint at the next step boundary"
-                             + (" (Ctrl-C again to stop without saving)" if signum == signal.SIGINT else "") + "\n")
-            sys.stderr.flush()
+            try:
+                sys.stderr.write(f"\n{self.signal} received{f' by rank {get_rank()}' if is_dist() else ''}: saving "
+                                 f"a resumable checkpoint at the next step boundary"
+                                 + (" (Ctrl-C again to stop without saving)" if signum == signal.SIGINT else "")
+                                 + "\n")
+                sys.stderr.flush()
+            except OSError:
+                pass
 
     def requested(self):
         return any_rank(self.signal is not None)
+
+
+def _leave_closed_terminal():
+    """After SIGHUP, output to a terminal that has gone fails: send it nowhere, so the save goes on
+    (output to files or pipes, a SLURM log, stays)."""
+    devnull = None
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            gone = stream.isatty()
+        except (OSError, ValueError):
+            gone = True
+        if gone:
+            devnull = devnull or open(os.devnull, "w")
+            setattr(sys, name, devnull)
 
 
 def current_stop():

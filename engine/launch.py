@@ -18,7 +18,7 @@ import signal
 import sys
 
 from .cli import EXIT_REQUEUE
-from .interrupt import SIGNALS
+from .interrupt import SIGNALS, _leave_closed_terminal
 
 
 def child_pids(pid=None):
@@ -61,6 +61,8 @@ class Forwarder:
     def handle(self, signum, frame):
         name = signal.Signals(signum).name
         self.signal = self.signal or name
+        if signum == getattr(signal, "SIGHUP", None):
+            _leave_closed_terminal()
         workers = child_pids()
         if not workers:
             raise _StoppedBeforeStart(name)
@@ -74,9 +76,12 @@ class Forwarder:
                     os.kill(pid, signum)
             except ProcessLookupError:
                 pass
-        sys.stderr.write(f"launcher: {name} passed on to {len(workers)} training process(es); they save a "
-                         f"resumable checkpoint at their next step\n")
-        sys.stderr.flush()
+        try:
+            sys.stderr.write(f"launcher: {name} passed on to {len(workers)} training process(es); they save a "
+                             f"resumable checkpoint at their next step\n")
+            sys.stderr.flush()
+        except OSError:
+            pass
 
 
 def main(argv=None):

@@ -75,7 +75,7 @@ def test_pretraining_stopped_through_the_scripts_launcher_resumes_like_an_uninte
            "SPLIT_DIR": str(demo / "pretrain.csv"), "OUTPUT_DIR": str(out), "NPROC_PER_NODE": "1",
            "TOTAL_BATCH": "4", "EPOCHS": "2", "WARMUP_EPOCHS": "1", "INPUT_SIZE": "64", "DECODER_DEPTH": "1",
            "FACE_CROP": "False", "DEVICE": "cpu", "MASTER_PORT": str(free_port())}
-    extra = ["--stage_depths", "1", "1", "1", "--num_workers", "0", "--amp", "none", "--print_freq", "5",
+    extra = ["--stage_depths", "1", "1", "1", "--num_workers", "1", "--amp", "none", "--print_freq", "5",
              "--trace_steps", str(log)]
     script = ["bash", "scripts/voxceleb2/pretrain_small.sh", *extra]
 
