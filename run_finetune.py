@@ -16,17 +16,17 @@ from datasets.build import build_dataset, multiple_samples_collate
 from datasets.registry import DATASETS
 from engine import distributed as dist
 from engine.checkpoint import BEST, Checkpointer, args_dict, load_on_all_ranks, resume, training_state
-from engine.files import write_together
-from engine.provenance import checkpoint_record, data_fingerprints, trained_on
 from engine.cli import HelpFormatter, UserError, explicit_options, run_entry
 from engine.config import resolve
 from engine.device_batch import training_input
+from engine.files import write_together
 from engine.finetune import classification_loss, evaluate_records, predict
 from engine.interrupt import StopDuringEvaluation, StopRequest, current_stop, stop_run, stopped_evaluation
 from engine.loader import build_loader, resumable_epochs
 from engine.logger import StepTrace, TensorboardLogger, append_log
 from engine.optim import Schedules, batch_line, build_optimizer
 from engine.options import add_common_args, bool_arg
+from engine.provenance import checkpoint_record, data_fingerprints, trained_on
 from engine.recipes import FINETUNE, parser_defaults
 from engine.reports import format_table, write_reports
 from engine.runtime import PRECISIONS, grad_scaler, keep_freed_host_memory, seed_everything, wrap_model

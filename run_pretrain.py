@@ -17,9 +17,9 @@ from engine.interrupt import StopRequest, stop_run
 from engine.loader import build_loader, resumable_epochs
 from engine.logger import StepTrace, TensorboardLogger, append_log
 from engine.optim import Schedules, batch_line, build_optimizer
-from engine.provenance import data_fingerprints, trained_on
 from engine.options import add_common_args, bool_arg
 from engine.pretrain import reconstruction_loss
+from engine.provenance import data_fingerprints, trained_on
 from engine.recipes import PRETRAIN, parser_defaults
 from engine.runtime import PRECISIONS, grad_scaler, keep_freed_host_memory, seed_everything, wrap_model
 from engine.train_step import Stepper, train_epoch

@@ -115,8 +115,9 @@ def now():
 
 
 def checkpoint_record(path, checkpoint=None):
-    """The checkpoint part of a report's provenance: path, sha256, epoch."""
-    if not path or not os.path.isfile(path):
+    """The checkpoint part of a report's provenance: path, sha256, epoch (on the main process,
+    which writes the reports; a checkpoint of several GB takes seconds to hash)."""
+    if not path or not os.path.isfile(path) or not dist.is_main_process():
         return {}
     record = {"checkpoint": os.path.abspath(path), "checkpoint_sha256": sha256_file(path)}
     if isinstance(checkpoint, dict) and checkpoint.get("epoch") is not None:
