@@ -16,16 +16,19 @@ from datasets.build import build_dataset, has_validation_split, multiple_samples
 from datasets.registry import DATASETS
 from datasets.transforms import FRAME_RESIZES
 from engine import distributed as dist
-from engine.checkpoint import BEST, LAST_EPOCH, Checkpointer, load_on_all_ranks, provenance, resume, training_state
+from engine.checkpoint import (BEST, LAST_EPOCH, Checkpointer, args_dict, load_on_all_ranks, provenance, resume,
+                               training_state)
 from engine.cli import HelpFormatter, UserError, explicit_options, run_entry
 from engine.config import resolve
 from engine.device_batch import training_input
+from engine.files import write_together
 from engine.finetune import classification_loss, evaluate_records, predict
-from engine.interrupt import StopRequest, stop_run
+from engine.interrupt import StopDuringEvaluation, StopRequest, current_stop, stop_run, stopped_evaluation
 from engine.loader import build_loader, resumable_epochs
 from engine.logger import StepTrace, TensorboardLogger, append_log
 from engine.optim import LAYER_DECAY_SCHEMES, Schedules, batch_line, build_optimizer
 from engine.options import add_common_args, bool_arg
+from engine.provenance import checkpoint_record, data_fingerprints, trained_on
 from engine.recipes import FINETUNE, parser_defaults
 from engine.reports import format_table, write_reports
 from engine.runtime import PRECISIONS, grad_scaler, keep_freed_host_memory, wrap_model
@@ -147,22 +150,25 @@ def criterion_for(args, info, mixup_fn):
     return torch.nn.CrossEntropyLoss()
 
 
-def test(model, args, info, names, device, amp, source, prefix=""):
-    """Multi-view test on the test split; writes the reports (``source``: metrics.json's provenance)
-    and prints the table."""
+def test(model, args, info, names, device, amp, source=None, prefix="", stop=None):
+    """Multi-view test on the test split; writes the reports (``source``: what metrics.json says they
+    come from) and prints the table. A ``stop`` ends it with StopDuringEvaluation before anything is
+    written."""
     dataset = build_dataset("test", args)
     loader = build_loader(dataset, args, train=False)
-    records, feats = predict(model, loader, device, amp, args, header="Test:", with_features=args.save_feature)
+    records, feats = predict(model, loader, device, amp, args, header="Test:", with_features=args.save_feature,
+                             stop=stop)
     frame, metrics = evaluate_records(records, dataset, info, names, args)
     if dist.is_main_process() and args.output_dir:
         write_reports(args.output_dir, frame, metrics, "regression" if info.task == "regression" else "cls", names,
-                      prefix, provenance=source)
+                      prefix, provenance={**(source or {}), "args": args_dict(args)})
         if args.save_feature:
             keys = sorted(feats)
-            np.save(os.path.join(args.output_dir, f"{prefix}features.npy"), np.stack([feats[k] for k in keys]))
-            with open(os.path.join(args.output_dir, f"{prefix}features_index.csv"), "w") as f:
-                f.write("row,path,view\n")
-                f.writelines(f"{i},{dataset.samples[v].path},{w}\n" for i, (v, w) in enumerate(keys))
+            index = "row,path,view\n" + "".join(f"{i},{dataset.samples[v].path},{w}\n" for i, (v, w) in enumerate(keys))
+            write_together([(os.path.join(args.output_dir, f"{prefix}features.npy"),
+                             lambda f: np.save(f, np.stack([feats[k] for k in keys]))),
+                            (os.path.join(args.output_dir, f"{prefix}features_index.csv"),
+                             lambda f: f.write(index.encode("utf-8")))])
     print(format_table(metrics, info.task, f"== {info.name} test ({len(frame)} videos, "
                                            f"{args.test_num_segment}x{args.test_num_crop} views) =="))
     return metrics
@@ -170,7 +176,9 @@ def test(model, args, info, names, device, amp, source, prefix=""):
 
 def main(args, given=frozenset()):
     """``given``: the options typed on the command line (they must agree with an evaluated checkpoint)."""
+    stop = current_stop()
     info, checkpoint = resolve(args, "finetune", given)
+    data = data_fingerprints(args, "finetune")
     device = torch.device(args.device)
     if device.type == "cpu":
         keep_freed_host_memory()
@@ -182,10 +190,15 @@ def main(args, given=frozenset()):
     if checkpoint is None and args.finetune:
         checkpoint = read_checkpoint(args.finetune)
     model = build_model(args, info, checkpoint).to(device)
-    tested = provenance(args.finetune or args.resume, checkpoint) if args.eval else None
+    tested = ({**provenance(args.finetune or args.resume, checkpoint),
+               **checkpoint_record(args.finetune or args.resume, checkpoint), "data": {"test": data["test"]}}
+              if args.eval else None)
     del checkpoint
     if args.eval:
-        test(model, args, info, names, device, amp, tested)
+        try:
+            test(model, args, info, names, device, amp, tested, stop=stop)
+        except StopDuringEvaluation:
+            return stopped_evaluation(stop, "the test")
         dist.cleanup()
         return 0
 
@@ -227,7 +240,8 @@ def main(args, given=frozenset()):
     model_ema = ModelEmaV3(model, decay=args.model_ema_decay) if args.model_ema else None
     checkpointer = Checkpointer(args.output_dir, args.keep_last, save=args.save_ckpt)
     checkpointer.remove_stale_temps()
-    start_epoch, start_it, resumed = resume(args, checkpointer, model, optimizer, scaler, model_ema)
+    start_epoch, start_it, resumed = resume(args, checkpointer, model, optimizer, scaler, model_ema,
+                                            data=trained_on(data))
     start_epoch = max(args.start_epoch, start_epoch)
     best_score = (resumed or {}).get("best")
     best_epoch = (resumed or {}).get("best_epoch")
@@ -243,6 +257,7 @@ def main(args, given=frozenset()):
 
     def state(epoch, **extra):
         return training_state(model, optimizer, scaler, model_ema, args, epoch, best=best_score, best_epoch=best_epoch,
+                              data=trained_on(data),
                               **extra)
 
     n_parameters = parameter_counts(model)[0]  # trained ones, as mae and VideoMAE log them
@@ -265,14 +280,20 @@ def main(args, given=frozenset()):
             record = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch, "n_parameters": n_parameters}
             last = epoch + 1 == args.epochs
             if validate and ((epoch + 1) % args.val_freq == 0 or last):
-                records, _ = predict(eval_model(), val_loader, device, amp, args, header=f"{monitor.title()}:")
+                try:
+                    records, _ = predict(eval_model(), val_loader, device, amp, args, header=f"{monitor.title()}:",
+                                         stop=stop)
+                except StopDuringEvaluation:  # the rerun validates this epoch again, then goes on
+                    trace.close()
+                    return stop_run(stop, checkpointer, state, epoch, steps_per_epoch * args.update_freq,
+                                    {"loss_sum": stats["loss"], "count": 1})
                 _, val_metrics = evaluate_records(records, val_set, info, names, args)
                 score = val_metrics[args.val_metric]
                 if selecting:
                     if best_score is None or (score < best_score if args.val_metric == "mse" else score > best_score):
                         best_score, best_epoch = score, epoch
                         checkpointer.save(BEST, training_state(eval_model(), args=args, epoch=epoch, best=score,
-                                                               selection=selection))
+                                                               selection=selection, data=trained_on(data)))
                     print(f"epoch {epoch}: val {args.val_metric} {score:.4f} "
                           f"(best {best_score:.4f}, epoch {best_epoch})")
                 else:
@@ -294,16 +315,22 @@ def main(args, given=frozenset()):
     # The best checkpoint of this run, when it writes one (not with --no_save_ckpt or without a val.csv).
     best = os.path.join(args.output_dir, BEST) if args.output_dir and args.save_ckpt and selecting else ""
     if args.test_best and best and dist.from_rank0(lambda: os.path.exists(best)):
-        load_model_state(model, load_on_all_ranks(best)["model"])
+        best_state = load_on_all_ranks(best)
+        load_model_state(model, best_state["model"])
+        tested = {**checkpoint_record(best, best_state), "epoch": best_epoch, "selection": selection}
+        del best_state
         print(f"testing {BEST} (val {args.val_metric} {best_score:.4f}, epoch {best_epoch})")
-        tested = {"checkpoint": os.path.abspath(best), "epoch": best_epoch, "selection": selection}
     else:
-        last = f"checkpoint-{args.epochs - 1}.pth"
-        print(f"testing the last epoch's model ({last})")
-        tested = {"checkpoint": os.path.abspath(os.path.join(args.output_dir, last))
-                  if args.output_dir and args.save_ckpt else None,
+        last = os.path.join(args.output_dir, f"checkpoint-{args.epochs - 1}.pth") if args.output_dir else ""
+        print("testing the last epoch's model" + (f" ({os.path.basename(last)})" if last and args.save_ckpt else ""))
+        tested = {"checkpoint": os.path.abspath(last) if last and args.save_ckpt else None,
+                  **(checkpoint_record(last) if last and args.save_ckpt else {}),
                   "epoch": args.epochs - 1, "selection": LAST_EPOCH}
-    test(model, args, info, names, device, amp, tested)
+    tested["data"] = {"test": data["test"]}
+    try:
+        test(model, args, info, names, device, amp, tested, stop=stop)
+    except StopDuringEvaluation:
+        return stopped_evaluation(stop, "the final test (the training is complete: the rerun only tests)")
     dist.cleanup()
     return 0
 
@@ -311,7 +338,8 @@ def main(args, given=frozenset()):
 def cli(argv=None):
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    return run_entry(main, args, explicit_options(parser, argv))
+    with StopRequest():  # from the start: a stop while setting up or testing is not lost
+        return run_entry(main, args, explicit_options(parser, argv))
 
 
 if __name__ == "__main__":

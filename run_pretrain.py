@@ -20,6 +20,7 @@ from engine.logger import StepTrace, TensorboardLogger, append_log
 from engine.optim import Schedules, batch_line, build_optimizer
 from engine.options import add_common_args, bool_arg
 from engine.pretrain import reconstruction_loss
+from engine.provenance import data_fingerprints, trained_on
 from engine.recipes import PRETRAIN, parser_defaults
 from engine.runtime import PRECISIONS, grad_scaler, keep_freed_host_memory, wrap_model
 from engine.train_step import Stepper, train_epoch
@@ -63,6 +64,7 @@ def main(args):
     n_parameters = parameter_counts(model)[0]  # trained ones, as mae and VideoMAE log them
     print(f"model {args.model}: {n_parameters / 1e6:.2f}M parameters")
 
+    data = trained_on(data_fingerprints(args, "pretrain"))
     dataset = build_pretraining_dataset(args)
     collate = multiple_samples_collate if args.num_samples > 1 else None
     loader = build_loader(dataset, args, train=True, collate_fn=collate)
@@ -78,7 +80,7 @@ def main(args):
     schedules = Schedules(args, optimizer, steps_per_epoch)
     checkpointer = Checkpointer(args.output_dir, args.keep_last, save=args.save_ckpt)
     checkpointer.remove_stale_temps()
-    start_epoch, start_it, resumed = resume(args, checkpointer, model, optimizer, scaler)
+    start_epoch, start_it, resumed = resume(args, checkpointer, model, optimizer, scaler, data=data)
     start_epoch = max(args.start_epoch, start_epoch)
     partial = (resumed or {}).get("partial")
     del resumed
@@ -89,7 +91,7 @@ def main(args):
     trace = StepTrace(args.trace_steps)
 
     def state(epoch, **extra):
-        return training_state(model, optimizer, scaler, None, args, epoch, **extra)
+        return training_state(model, optimizer, scaler, None, args, epoch, data=data, **extra)
 
     print(f"start training for {args.epochs} epochs from epoch {start_epoch}")
     start = time.time()
@@ -119,7 +121,9 @@ def main(args):
 
 
 def cli(argv=None):
-    return run_entry(main, get_args_parser().parse_args(argv))
+    args = get_args_parser().parse_args(argv)
+    with StopRequest():  # from the start: a stop while setting up is not lost
+        return run_entry(main, args)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,23 @@ def resolve_path(raw: str, data_root: str, prefix_map: Mapping[str, str]) -> str
     return os.path.normpath(os.path.join(data_root, raw))
 
 
+def _numeric(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _spaced_path(fields: list[str]) -> str | None:
+    """The path a line seems to start with when its path holds spaces: the fields up to the last
+    non-numeric one, when there are several (`my clip.mp4 3` -> `my clip.mp4`)."""
+    words = [k for k, f in enumerate(fields) if not _numeric(f)]
+    if not words or words[-1] == 0:
+        return None
+    return " ".join(fields[:words[-1] + 1])
+
+
 def _lines(path: str):
     """`(line number, text)` of a UTF-8 file (plain or gzipped); a byte-order mark is dropped and
     a line that is not UTF-8 is an AnnotationError naming it."""
@@ -95,12 +112,20 @@ def read_annotations(path, data_root: str | None = "", prefix_map=None,
         if not fields:
             continue
 
+        inferred = False
+
         def fail(reason):
+            # More fields than `<path> <label>` has, or targets guessed from them: a spaced path?
+            spaced = _spaced_path(fields) if inferred or len(fields) != expected else None
+            if spaced is not None:
+                reason = (f"the path {spaced!r} holds a space, and fields are separated by spaces (`<path> <label>`): "
+                          f"rename the file or folder without spaces")
             raise AnnotationError(f"{path}:{lineno}: {reason}: {text.strip()!r}")
 
         if num_targets is None and num_classes is None and not samples:
             # The first sample line fixes the task for the whole file.
             num_targets = len(fields) - 1 if len(fields) > 2 else None
+            inferred = num_targets is not None
         expected = 1 + (num_targets if num_targets is not None else 1)
         if len(fields) != expected:
             fail(f"expected {expected} space-separated fields, found {len(fields)}")

@@ -31,13 +31,26 @@ def _common(args) -> dict:
     )
 
 
-def build_pretraining_dataset(args) -> PretrainDataset:
-    """`args.data_path` is the annotation file, or a folder holding pretrain.csv
-    (else train.csv)."""
+def pretraining_file(args) -> str:
+    """`args.data_path` if it is the annotation file, else the pretrain.csv (or train.csv) in it."""
     path = args.data_path
     if os.path.isdir(path):
         pre = os.path.join(path, "pretrain.csv")
         path = pre if os.path.exists(pre) else os.path.join(path, "train.csv")
+    return path
+
+
+def split_file(split: str, args) -> str:
+    """`<args.data_path>/<split>.csv`."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
+    return os.path.join(args.data_path, f"{split}.csv")
+
+
+def build_pretraining_dataset(args) -> PretrainDataset:
+    """`args.data_path` is the annotation file, or a folder holding pretrain.csv
+    (else train.csv)."""
+    path = pretraining_file(args)
     return PretrainDataset(
         path, **_common(args),
         patch_size=getattr(args, "patch_size", 16),
@@ -59,9 +72,7 @@ def build_dataset(split: str, args, mode: str | None = None) -> VideoClsDataset:
     """`split` in {'train', 'val', 'test'}: reads `<args.data_path>/<split>.csv` in the split's
     mode (train, validation, test), or in `mode` (e.g. the test split seen as validation is: one
     clip per video, for monitoring during training)."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
-    path = os.path.join(args.data_path, f"{split}.csv")
+    path = split_file(split, args)
     num_targets = getattr(args, "num_targets", None)
     return VideoClsDataset(
         path, **_common(args),

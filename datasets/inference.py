@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import transforms as T
-from .video_io import DEFAULT_BACKEND, VideoReadError, read_clips
+from .video_io import DEFAULT_BACKEND, VideoReadError, decode_frames, read_clips
 
 
 @dataclass
@@ -36,12 +36,16 @@ class WindowBatch:
     face: dict | None = None                     # face-crop detection info, when cropping
 
 
-def load_windows(path, windows, spec: ClipSpec, backend=DEFAULT_BACKEND, crop_faces=None) -> WindowBatch:
+def load_windows(path, windows, spec: ClipSpec, backend=DEFAULT_BACKEND, crop_faces=None, source=None) -> WindowBatch:
     """Decode the frames `windows` need (once each), crop them with `crop_faces(frames, indices)
     -> (crops or None, info)` if given (`indices`: the frames' numbers in the video), and build
-    one clip per window."""
+    one clip per window. `source`: the video already open (`open_source`), for reading a long
+    video chunk after chunk in one pass."""
     union = sorted(set(np.concatenate(windows).tolist()))
-    (frames,) = read_clips(path, lambda n: [union], backend)
+    if source is not None:
+        frames = decode_frames(source, union, path)
+    else:
+        (frames,) = read_clips(path, lambda n: [union], backend)
     info = None
     if crop_faces is not None:
         frames, info = crop_faces(frames, union)

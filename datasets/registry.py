@@ -98,17 +98,41 @@ def read_class_names(value):
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def output_names(num_outputs, data_set=None, task=None, nb_classes=None, num_targets=None, class_names=None):
+def check_recorded_names(names, recorded, source):
+    """Names given for a model's outputs must be distinct and, where its checkpoint records the
+    names it was trained with, those in that order: the checkpoint's order says what each output
+    means, and other names would relabel predictions silently."""
+    names = list(names)
+    if recorded and list(recorded) == [str(i) for i in range(len(recorded))]:
+        recorded = None  # numbers: the run had no names to record
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DatasetSpecError(f"{source} names {', '.join(twice)} more than once")
+    if recorded and names != list(recorded):
+        raise DatasetSpecError(f"{source} lists {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}, but the "
+                               f"checkpoint was trained with {', '.join(list(recorded)[:8])}"
+                               f"{' ...' if len(recorded) > 8 else ''} in that order (each output means that class): "
+                               f"drop the names to use the checkpoint's, or fix {source}")
+    return names
+
+
+def output_names(num_outputs, data_set=None, task=None, nb_classes=None, num_targets=None, class_names=None,
+                 recorded=None):
     """``(task, names)`` of a model's outputs: ``class_names`` if given (a list, or a string as
-    :func:`read_class_names` takes), else the registry's for ``data_set``, else numbers. The count
-    must match ``num_outputs``."""
+    :func:`read_class_names` takes), else the names its checkpoint ``recorded``, else the
+    registry's for ``data_set``, else numbers. The count must match ``num_outputs``; given names
+    must be the recorded ones (:func:`check_recorded_names`)."""
     names = None
     if data_set:
         info = get_dataset_info(data_set, nb_classes or num_outputs, task, num_targets)
         if info.task != "pretrain":
             task, names = info.task, list(info.classes or info.targets)
+    if recorded and len(recorded) == num_outputs:
+        names = list(recorded)
     if class_names:
-        names = read_class_names(class_names) if isinstance(class_names, str) else list(class_names)
+        given = read_class_names(class_names) if isinstance(class_names, str) else list(class_names)
+        names = check_recorded_names(given, recorded if recorded and len(recorded) == num_outputs else None,
+                                     f"--class_names {class_names}" if isinstance(class_names, str) else "--class_names")
     names = names or [str(i) for i in range(num_outputs)]
     if len(names) != num_outputs:
         raise DatasetSpecError(f"{len(names)} class/target names ({', '.join(names[:8])}) for a model with "

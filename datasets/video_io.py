@@ -19,6 +19,11 @@ presentation timestamps, and on B-frame streams such as the opencv-doc
 returns the wrong frames (its frame 100 is frame 2). Frame counts come from the demuxed packets,
 never from the container header (`tree.avi` claims 444 frames and holds 68).
 
+Frames come upright: a video whose display matrix says to rotate it (a phone held upright
+records landscape frames with a 90 degree rotation) is turned as a player would turn it, by the
+multiple of 90 degrees nearest to the matrix's rotation (PyAV's ``VideoFrame.rotation``), as
+decord does by itself. Flips in the matrix are not applied.
+
 Frame images are read with Pillow, not OpenCV: decord's wheel loads an old
 zlib into the process, and once decord is imported before cv2, OpenCV's PNG
 reader fails on every file ("libpng error: bad parameters to zlib").
@@ -26,6 +31,7 @@ reader fails on every file ("libpng error: bad parameters to zlib").
 from __future__ import annotations
 
 import bisect
+import collections
 import os
 import re
 from fractions import Fraction
@@ -58,12 +64,18 @@ def list_frame_files(folder: str) -> list[str]:
 
 
 def is_frame_folder(path: str) -> bool:
-    return os.path.isdir(path) and any(n.lower().endswith(FRAME_EXTS) for n in os.listdir(path))
+    """A folder of frame images and no videos (a folder that holds videos is a folder of videos,
+    whatever images lie beside them)."""
+    if not os.path.isdir(path):
+        return False
+    names = [n.lower() for n in os.listdir(path)]
+    return any(n.endswith(FRAME_EXTS) for n in names) and not any(n.endswith(VIDEO_EXTS) for n in names)
 
 
-def find_inputs(paths) -> list[str]:
+def find_inputs(paths, warn=None) -> list[str]:
     """Videos from files, frame folders, and folders of videos or frame folders (searched
-    recursively, in natural order); a path that is none of these is a VideoReadError."""
+    recursively, in natural order); a path that is none of these is a VideoReadError. Images lying
+    beside videos are not a video: they are left out, and ``warn`` (a callable) is told."""
     found = []
     for path in map(os.fspath, paths):
         if os.path.isfile(path) or is_frame_folder(path):
@@ -72,12 +84,17 @@ def find_inputs(paths) -> list[str]:
             inside = []
             for root, dirs, files in os.walk(path):
                 dirs.sort(key=natural_key)
-                if root != path and any(n.lower().endswith(FRAME_EXTS) for n in files):
+                if root != path and is_frame_folder(root):
                     inside.append(root)
                     dirs[:] = []  # a frame folder is one video, whatever it holds below
                     continue
                 inside += [os.path.join(root, n) for n in sorted(files, key=natural_key)
                            if n.lower().endswith(VIDEO_EXTS)]
+                loose = [n for n in files if n.lower().endswith(FRAME_EXTS)]
+                if loose and warn is not None:
+                    warn(f"{len(loose)} image(s) in {root} ({', '.join(sorted(loose, key=natural_key)[:3])}"
+                         f"{', ...' if len(loose) > 3 else ''}) lie beside videos: not a video, left out (the frames "
+                         f"of one video go in a folder of their own)")
             if not inside:
                 raise VideoReadError(f"{path}: no videos ({', '.join(VIDEO_EXTS)}) or frame folders inside")
             found += inside
@@ -140,8 +157,12 @@ class _Untrusted(Exception):
 
 
 class PyAVVideo:
-    def __init__(self, path: str):
+    def __init__(self, path: str, lookback: int = 0):
         self.path = path
+        # Decoded frames kept behind a sequential decode's position, for a reader used chunk after
+        # chunk whose windows overlap (tools.predict): they are converted when asked for, not decoded again.
+        self.lookback = lookback
+        self._behind = collections.deque(maxlen=lookback or None)
         self._container = av.open(path)
         try:
             self._sequential = self._container.format.name.startswith("avi")
@@ -166,6 +187,7 @@ class PyAVVideo:
             raise
         self._stream.codec_context.thread_count = 1
         self._stream_iter = None
+        self._seq_next = None  # the index of the next frame of a sequential decode, while one is open
         # One converter per reader: a frame's own to_ndarray(format=...) rebuilds
         # the swscale context for every frame, 7x slower on small frames.
         self._rgb = VideoReformatter()
@@ -175,12 +197,14 @@ class PyAVVideo:
         # One swscale thread: PyAV's default (0, automatic) starts a thread pool in every
         # converter, slow to start, more threads than the one a DataLoader worker should use,
         # and a converter carried across a fork would wait forever on its parent's threads.
-        return self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+        return upright(frame, self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray())
 
     def _restart(self, seek_pts=None, want_pts=frozenset()):
         """Decode from the keyframe at `seek_pts` (frames other than `want_pts` may be
         skipped), or every frame from the very start (reopened: AVI seeking cannot be trusted)."""
         self._end_iter()
+        self._seq_next = 0 if seek_pts is None else None
+        self._behind.clear()
         if seek_pts is None:
             self._container.close()
             self._container = av.open(self.path)
@@ -201,11 +225,24 @@ class PyAVVideo:
             yield from ctx.decode(packet)
 
     def _get_sequential(self, wanted: set):
-        self._restart()
-        got, last = {}, max(wanted)
-        for pos, frame in enumerate(self._stream_iter):
+        # Later frames of a reader used again (a long video read in chunks) continue the decode
+        # where the last call stopped, and the `lookback` frames behind it are at hand: each
+        # frame is decoded once, not once per chunk.
+        kept = dict(self._behind) if self._behind.maxlen else {}
+        got = {i: self._to_rgb(kept[i]) for i in wanted if i in kept}
+        rest = wanted - got.keys()
+        if not rest:
+            return got
+        if self._stream_iter is None or self._seq_next is None or self._seq_next > min(rest):
+            self._restart()
+        last = max(rest)
+        for frame in self._stream_iter:
+            pos = self._seq_next
+            self._seq_next += 1
             self.decoded += 1
-            if pos in wanted:
+            if self._behind.maxlen:
+                self._behind.append((pos, frame))
+            if pos in rest:
                 got[pos] = self._to_rgb(frame)
             if pos >= last:
                 break
@@ -260,13 +297,37 @@ class PyAVVideo:
         self._container.close()
 
 
+def quarter_turns(degrees) -> int:
+    """Counter-clockwise quarter turns nearest to a rotation in degrees."""
+    return int(round((degrees or 0) / 90)) % 4
+
+
+def upright(frame, array: np.ndarray) -> np.ndarray:
+    """``array`` (the decoded ``frame``) turned as its display matrix says."""
+    turns = quarter_turns(frame.rotation)
+    return np.ascontiguousarray(np.rot90(array, k=turns)) if turns else array
+
+
+def video_rotation(path: str) -> int:
+    """The display matrix's counter-clockwise rotation of a video file in degrees (0 without one)."""
+    try:
+        with av.open(path) as c:
+            stream = c.streams.video[0]
+            for frame in c.decode(stream):
+                return int(frame.rotation or 0)
+    except (av.FFmpegError, IndexError, OSError):
+        pass
+    return 0
+
+
 def _has_decord() -> bool:
     import importlib.util
     return importlib.util.find_spec("decord") is not None
 
 
-def open_source(path: str, backend: str = DEFAULT_BACKEND):
-    """Open a frame folder or a video file; decord, when chosen, falls back to PyAV on failure."""
+def open_source(path: str, backend: str = DEFAULT_BACKEND, lookback: int = 0):
+    """Open a frame folder or a video file; decord, when chosen, falls back to PyAV on failure.
+    ``lookback``: frames PyAV keeps behind its position (see :class:`PyAVVideo`)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if os.path.isdir(path):
@@ -282,7 +343,7 @@ def open_source(path: str, backend: str = DEFAULT_BACKEND):
         except Exception as e:  # decord raises bare RuntimeErrors for any bad input
             errors.append(f"decord: {e}")
     try:
-        return PyAVVideo(path)
+        return PyAVVideo(path, lookback)
     except Exception as e:
         errors.append(f"pyav: {e}")
     raise VideoReadError(f"{path}: cannot open video ({'; '.join(errors)})")
@@ -296,6 +357,13 @@ def _decode(source, indices, path):
         raise
     except Exception as e:  # FFmpeg's and decord's errors come in many types
         raise VideoReadError(f"{path}: decoding failed ({type(e).__name__}: {e})") from e
+
+
+def decode_frames(source, indices, path):
+    """Frames ``indices`` of an open ``source`` (:func:`open_source`), in that order."""
+    if not indices or indices[0] < 0 or max(indices) >= source.num_frames:
+        raise VideoReadError(f"{path}: frame index out of range for {source.num_frames} frames")
+    return _decode(source, list(indices), path)
 
 
 def read_clips(path: str, choose, backend: str = DEFAULT_BACKEND) -> list[np.ndarray]:
@@ -375,7 +443,7 @@ def iter_frames(path: str, step: int = 1, max_frames: int | None = None):
                     break
                 if i % step == 0:
                     kept += 1
-                    yield rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+                    yield upright(frame, rgb.reformat(frame, format="rgb24", threads=1).to_ndarray())
         except av.FFmpegError as e:
             raise VideoReadError(f"{path}: decoding failed after {kept} frames ({e})") from e
 

@@ -21,6 +21,7 @@ from models.tuning import checkpoint_record, load_model_state, model_state, same
 
 from .cli import RunError, UserError
 from .distributed import from_rank0, is_dist, all_gather_objects, is_main_process
+from .provenance import check_same_data
 
 BEST, LATEST = "checkpoint-best.pth", "checkpoint-latest.pth"
 _TEMP = re.compile(r"checkpoint-.*\.pth\.tmp\d+$")
@@ -34,6 +35,7 @@ RUN_CONTROL = frozenset({
     "dist_timeout", "save_ckpt_freq", "keep_last", "trace_steps", "backend", "strict", "max_bad_fraction",
     "data_root", "prefix_map", "dist_eval", "save_feature", "eval", "force_config", "compile", "compile_mode", "save_ckpt",
     "class_names", "backbone", "test_best",
+    "amp",  # the precision --amp resolved to on this node (amp_requested is compared)
 })
 LAST_EPOCH = "none (last epoch)"
 
@@ -246,10 +248,15 @@ def changed_args(recorded, current):
 
 def check_same_run(path, ckpt, args, ignore=()):
     """Refuse to resume ``ckpt`` under options that change the result, unless ``--force_resume``."""
-    diff = [d for d in changed_args(ckpt.get("args") or {}, args) if d[0] not in ignore]
+    recorded = ckpt.get("args") or {}
+    if recorded.get("amp_requested") == "auto" and recorded.get("amp") not in (None, getattr(args, "amp", None)):
+        print(f"note: --amp auto means {args.amp} on this machine; the run so far used {recorded['amp']}")
+    diff = [d for d in changed_args(recorded, args) if d[0] not in ignore]
     if not diff:
         return
-    lines = "\n".join(f"    --{k}: {old!r} in the checkpoint, {new!r} now" for k, old, new in diff)
+    # amp_requested is --amp as typed (amp itself is what it resolved to on the machine)
+    lines = "\n".join(f"    --{'amp' if k == 'amp_requested' else k}: {old!r} in the checkpoint, {new!r} now"
+                       for k, old, new in diff)
     if getattr(args, "force_resume", False):
         print(f"WARNING: resuming {path} with {len(diff)} changed option(s) (--force_resume):\n{lines}")
         return
@@ -259,14 +266,24 @@ def check_same_run(path, ckpt, args, ignore=()):
         f"to continue that run with the new values.")
 
 
-def resume(args, checkpointer, model, optimizer=None, scaler=None, model_ema=None):
-    """Restore from ``--resume`` or the newest checkpoint; returns ``(epoch, iteration, checkpoint)``."""
+def resume(args, checkpointer, model, optimizer=None, scaler=None, model_ema=None, data=None):
+    """Restore from ``--resume`` or the newest checkpoint; returns ``(epoch, iteration, checkpoint)``.
+    ``data``: the fingerprints of the annotation files now, which must be those it trained on."""
     path = checkpointer.find_resume(args.resume, args.auto_resume)
     if path is None:
         return 0, 0, None
     ckpt = load_on_all_ranks(path)
     # A linear/LoRA run's backbone is known by its hash: the same file at another path is the same run.
     check_same_run(path, ckpt, args, ignore=("finetune",) if same_backbone(ckpt, model) else ())
+    if data is not None:
+        check_same_data(path, ckpt.get("data"), data, getattr(args, "force_resume", False))
+    if optimizer is not None and "optimizer" not in ckpt:
+        why = (f"{path} holds the weights but no optimizer state (checkpoint-best.pth and exported files keep only "
+               f"the weights): resuming from it restarts the optimizer's moments")
+        if not getattr(args, "force_resume", False):
+            raise UserError(f"{why}. Resume from a checkpoint-N.pth or checkpoint-latest.pth, start a new run with it "
+                            f"as --finetune, or add --force_resume True to continue with a fresh optimizer")
+        print(f"WARNING: {why} (--force_resume)")
     load_model_state(model, ckpt["model"])
     if optimizer is not None and "optimizer" in ckpt:
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -90,6 +90,11 @@ def message(err):
     return text.strip()
 
 
+# Called by run_entry when ``main`` ends, however it ends; modules that hold something for a run
+# (engine.rundir: the --output_dir lock) add to it, so this module imports none of them.
+AT_END = []
+
+
 def run_entry(main, *args, **kwargs):
     """Call ``main``; user mistakes and run failures become an ``error:`` line and an exit status
     (``main``'s own, 0 when it returns None).
@@ -103,6 +108,9 @@ def run_entry(main, *args, **kwargs):
         if status is None:
             raise
         print(f"error: {message(e)}", file=sys.stderr, flush=True)
+    finally:
+        for release in AT_END:  # e.g. the --output_dir lock (engine.rundir), whatever the end
+            release()
     return 0 if status is None else status
 
 

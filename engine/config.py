@@ -4,7 +4,7 @@ size, output folders), resolved once, right after parsing. Nothing else writes t
 import os
 from dataclasses import replace
 
-from datasets.registry import get_dataset_info, read_class_names
+from datasets.registry import check_recorded_names, get_dataset_info, read_class_names
 from models import checkpoint_args, read_checkpoint
 from models.from_checkpoint import CLIP_KEYS, MODEL_KEYS, checkpoint_config
 from models.variants import PATCH_SIZE
@@ -13,7 +13,8 @@ from . import distributed as dist
 from .cli import UserError
 from .optim import scaled_lrs
 from .options import check_args
-from .runtime import precision
+from .rundir import prepare
+from .runtime import check_device, precision
 from .tuning import check_tuning_args, tuning_defaults
 
 
@@ -21,7 +22,10 @@ def resolve(args, kind, given=frozenset()):
     """Complete ``args`` for a ``kind`` ("pretrain" or "finetune") run; ``given`` are the options
     typed on the command line. Returns ``(dataset info, the checkpoint --eval tests or None)``."""
     check_args(args)
+    check_device(args.device)
     vars(args).update(dist.init_distributed_mode(args.device, args.dist_timeout))
+    # A requeue may land on a node where auto means another precision: what was asked is compared.
+    args.amp_requested = args.amp
     requested, args.amp = args.amp, precision(args.amp, args.device)
     if requested == "auto":
         print(f"precision: {args.amp} (--amp auto on {args.device}: bf16 on CUDA and on CPUs with native bf16)")
@@ -29,7 +33,8 @@ def resolve(args, kind, given=frozenset()):
     if kind == "finetune":
         tuning_defaults(args, given)
         check_tuning_args(args)
-        info = _named_outputs(get_dataset_info(args.data_set, args.nb_classes, args.task), args)
+        recorded = checkpoint_args(checkpoint).get("class_names") if checkpoint is not None else None
+        info = _named_outputs(get_dataset_info(args.data_set, args.nb_classes, args.task), args, recorded)
         args.class_names = list(info.classes or info.targets)
         args.nb_classes = info.num_outputs
         args.num_targets = len(info.targets) if info.task == "regression" else None
@@ -42,7 +47,7 @@ def resolve(args, kind, given=frozenset()):
     args.patch_size = PATCH_SIZE
     if checkpoint is None:
         vars(args).update(scaled_lrs(args))
-    _prepare_output(args)
+    _prepare_output(args, kind)
     return info, checkpoint
 
 
@@ -64,19 +69,26 @@ def _evaluated_checkpoint(args, given):
     return checkpoint
 
 
-def _named_outputs(info, args):
+def _named_outputs(info, args, recorded=None):
     """The dataset's outputs named by --class_names (a comma list or a file), else by a classes.txt
-    beside a custom dataset's split files (the demo writes one), else by the registry."""
+    beside a custom dataset's split files (the demo writes one), else by the registry. Under --eval
+    the names the checkpoint ``recorded`` are the truth: given names must be the same, in order."""
     source = args.class_names
     beside = os.path.join(args.data_path, "classes.txt")
     if not source and info.name == "custom" and os.path.isfile(beside):
         source = beside
-    if not source:
+    if recorded and len(recorded) != info.num_outputs:
+        recorded = None  # another head (a pre-trained or re-headed file): nothing to hold the names to
+    if not source and not recorded:
         return info
-    names = tuple(read_class_names(source) if isinstance(source, str) else source)
-    if len(names) != info.num_outputs:
-        raise UserError(f"{len(names)} names ({', '.join(names[:8])}) from {source!r} for {info.num_outputs} "
-                        f"{'targets' if info.targets else 'classes'} of {info.name}")
+    if source:
+        names = tuple(read_class_names(source) if isinstance(source, str) else source)
+        if len(names) != info.num_outputs:
+            raise UserError(f"{len(names)} names ({', '.join(names[:8])}) from {source!r} for {info.num_outputs} "
+                            f"{'targets' if info.targets else 'classes'} of {info.name}")
+        names = tuple(check_recorded_names(names, recorded, source if isinstance(source, str) else "--class_names"))
+    else:
+        names = tuple(recorded)
     return replace(info, **({"targets": names} if info.targets else {"classes": names}))
 
 
@@ -84,9 +96,10 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def _prepare_output(args):
+def _prepare_output(args, kind):
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
+        prepare(args, kind)  # the folder's lock, and args.json
     elif getattr(args, "eval", False):
         print("WARNING: no --output_dir: the reports (pred.csv, metrics.json) will not be written", flush=True)
     else:

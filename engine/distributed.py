@@ -27,10 +27,11 @@ def is_main_process():
     return get_rank() == 0
 
 
-def barrier():
+def barrier(control=False):
+    """All ranks wait for each other (a no-op in one process); ``control``: on the CPU group."""
     # The release called barrier() unconditionally, which crashes a single process.
     if is_dist():
-        dist.barrier()
+        dist.barrier(group=_CONTROL if control else None)
 
 
 def _silence_non_main(is_master):

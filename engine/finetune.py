@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from .device_batch import ModelInput, to_device
+from .interrupt import StopDuringEvaluation
 from .runtime import autocast
 from .distributed import all_gather_objects
 from .logger import MetricLogger
@@ -37,17 +38,20 @@ def classification_loss(model, criterion, device, amp, mixup_fn=None, model_inpu
 
 
 @torch.no_grad()
-def predict(model, loader, device, amp, args, header="Test:", with_features=False):
+def predict(model, loader, device, amp, args, header="Test:", with_features=False, stop=None):
     """Outputs for every (video, view) this process sees, gathered from all processes.
 
     Returns records ``(video_index, view_index, output, target)`` (padding duplicates are dropped
-    later by view merging) and, optionally, ``{(video, view): feature}``.
+    later by view merging) and, optionally, ``{(video, view): feature}``. A ``stop`` requested on
+    any rank ends it at the next batch with :class:`engine.interrupt.StopDuringEvaluation`.
     """
     model.eval()
     logger = MetricLogger()
     model_input = ModelInput(device)
     records, features = [], {}
     for _, batch, _ in logger.log_every(loader, args.print_freq, header):
+        if stop is not None and stop.requested():
+            raise StopDuringEvaluation(header)
         videos, targets = model_input(to_device(batch[0], device)), batch[1]
         if len(batch) >= 4:
             video_ids, view_ids = batch[2].tolist(), batch[3].tolist()

@@ -8,6 +8,7 @@ from collections import defaultdict, deque
 import torch
 
 from .distributed import is_main_process
+from .files import append_line, write_failure
 from .metrics import finite_metrics
 
 
@@ -95,24 +96,44 @@ class MetricLogger:
 
 
 class TensorboardLogger:
+    """Scalars in a TensorBoard event file, written in this thread (tensorboardX's own writer
+    thread dies on a full disk, and the next writes then wait forever). A failed write stops the
+    TensorBoard log with one warning; log.txt and the checkpoints go on."""
+
     def __init__(self, log_dir):
-        self.writer = None
+        self.writer, self.log_dir = None, log_dir
         if log_dir and is_main_process():
-            from tensorboardX import SummaryWriter  # only where a run writes TensorBoard logs
-            os.makedirs(log_dir, exist_ok=True)
-            self.writer = SummaryWriter(logdir=log_dir)
+            from tensorboardX.event_file_writer import EventsWriter  # only where a run writes TensorBoard logs
+            self._guard(lambda: os.makedirs(log_dir, exist_ok=True))
+            self._guard(lambda: setattr(self, "writer", EventsWriter(os.path.join(log_dir, "events"))))
+
+    def _guard(self, write):
+        if self.log_dir is None:
+            return
+        try:
+            write()
+        except OSError as e:
+            print(f"WARNING: {write_failure(self.log_dir, e)}; TensorBoard logging stops here, log.txt and the "
+                  f"checkpoints go on", flush=True)
+            self.writer, self.log_dir = None, None
 
     def update(self, head="scalar", step=0, **kwargs):
         if self.writer is None:
             return
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
         for k, v in kwargs.items():
             if v is None:
                 continue
-            self.writer.add_scalar(f"{head}/{k}", float(v.item() if torch.is_tensor(v) else v), step)
+            event = Event(wall_time=time.time(), step=int(step),
+                          summary=scalar(f"{head}/{k}", float(v.item() if torch.is_tensor(v) else v)))
+            self._guard(lambda: self.writer.write_event(event))
+            if self.writer is None:
+                return
 
     def flush(self):
         if self.writer is not None:
-            self.writer.flush()
+            self._guard(self.writer.flush)
 
 
 class StepTrace:
@@ -135,7 +156,6 @@ class StepTrace:
 
 
 def append_log(output_dir, record):
-    """One JSON object per epoch in ``log.txt`` (main process only)."""
+    """One JSON object per epoch in ``log.txt`` (main process only), added whole or not at all."""
     if output_dir and is_main_process():
-        with open(os.path.join(output_dir, "log.txt"), "a") as f:
-            f.write(json.dumps(finite_metrics(record), allow_nan=False) + "\n")
+        append_line(os.path.join(output_dir, "log.txt"), json.dumps(finite_metrics(record), allow_nan=False))

@@ -2,11 +2,11 @@
 import argparse
 
 import timm
-import torch
 
 import models
 from datasets.video_io import BACKENDS, DEFAULT_BACKEND
 from models.from_checkpoint import CLIP_KEYS, MODEL_KEYS, OUTPUT_KEYS
+from models.variants import PATCH_SIZE
 
 from .cli import UserError, int_list
 from .runtime import COMPILE_MODES, PRECISIONS
@@ -81,7 +81,8 @@ def add_common_args(p):
     # output and run control
     p.add_argument("--output_dir", default="", help="checkpoints and reports")
     p.add_argument("--log_dir", default=None, help="TensorBoard logs")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
+    p.add_argument("--device", default="cuda",
+                   help="cuda, cuda:N or cpu; a CUDA device that is not there is an error, never a silent CPU run")
     p.add_argument("--amp", default="auto", choices=["auto", *PRECISIONS],
                    help="autocast precision; auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16, "
                         "AMX), else none (fp32)")
@@ -108,13 +109,43 @@ def add_common_args(p):
     return p
 
 
+# Options whose value must lie in a range: (low, high, whether each end is allowed).
+RANGES = {
+    "lr": (0, None, False), "min_lr": (0, None, True), "warmup_lr": (0, None, True), "weight_decay": (0, None, True),
+    "weight_decay_end": (0, None, True), "layer_decay": (0, 1, False, True), "drop_path": (0, 1, True, False),
+    "drop": (0, 1, True, False), "attn_drop_rate": (0, 1, True, False), "smoothing": (0, 1, True, False),
+    "reprob": (0, 1, True, True), "mixup": (0, None, True), "cutmix": (0, None, True),
+    "mixup_prob": (0, 1, True, True), "mixup_switch_prob": (0, 1, True, True), "model_ema_decay": (0, 1, True, True),
+    "warmup_epochs": (0, None, True), "clip_grad": (0, None, False), "opt_eps": (0, None, False),
+    "init_scale": (0, None, True), "momentum": (0, 1, True, True),
+}
+
+
+def check_ranges(args):
+    for name, (low, high, *closed) in RANGES.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        low_ok = value >= low if closed[0] else value > low
+        high_ok = high is None or (value <= high if closed[-1] else value < high)
+        if not (low_ok and high_ok):
+            where = (f"{'at least' if closed[0] else 'above'} {low}" if high is None else
+                     f"in {'[' if closed[0] else '('}{low}, {high}{']' if closed[-1] else ')'}")
+            raise UserError(f"--{name} must be {where}, not {value}")
+    betas = getattr(args, "opt_betas", None)
+    if betas and not all(0 <= b < 1 for b in betas):
+        raise UserError(f"--opt_betas must lie in [0, 1), not {' '.join(map(str, betas))}")
+
+
 def check_args(args):
     """Values no run can use, as one user error before anything starts."""
     for name in ("batch_size", "epochs", "update_freq", "num_frames", "input_size", "tubelet_size", "print_freq",
-                 "save_ckpt_freq", "dist_timeout", "num_samples", "num_sample", "test_num_segment", "test_num_crop"):
+                 "save_ckpt_freq", "dist_timeout", "num_samples", "num_sample", "test_num_segment", "test_num_crop",
+                 "val_freq", "sampling_rate", "recount"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UserError(f"--{name} must be at least 1, not {value}")
+    check_ranges(args)
     if getattr(args, "keep_last", None) is not None and args.keep_last < 1:
         raise UserError(f"--keep_last must be at least 1, not {args.keep_last}")
     if getattr(args, "num_workers", 0) < 0:
@@ -123,6 +154,14 @@ def check_args(args):
         raise UserError(f"--max_bad_fraction must be between 0 and 1, not {args.max_bad_fraction}")
     if args.num_frames % args.tubelet_size:
         raise UserError(f"--num_frames {args.num_frames} is not a multiple of --tubelet_size {args.tubelet_size}")
+    if args.input_size % PATCH_SIZE:
+        raise UserError(f"--input_size {args.input_size} is not a multiple of the patch size {PATCH_SIZE}")
+    if getattr(args, "mask_ratio", None) is not None:
+        positions = (args.input_size // PATCH_SIZE) ** 2
+        masked = int(args.mask_ratio * positions)
+        if not 0 < args.mask_ratio < 1 or not 1 <= masked < positions:
+            raise UserError(f"--mask_ratio {args.mask_ratio} masks {masked} of the {positions} positions of a "
+                            f"{args.input_size}px frame: it must leave at least one masked and one visible")
     if not timm.is_model(args.model):
         raise UserError(f"unknown --model {args.model!r}; registered: {', '.join(models.MODEL_NAMES)}")
 
@@ -161,4 +200,11 @@ def typed_options(args):
     values = args if isinstance(args, dict) else vars(args)
     # --class_names only names what is shown: it may differ from what the checkpoint recorded.
     keys = tuple(k for k in MODEL_KEYS + CLIP_KEYS + OUTPUT_KEYS if k != "class_names") + ("backbone",)
-    return {k: v for k, v in values.items() if k in keys and v is not None}
+    typed = {k: v for k, v in values.items() if k in keys and v is not None}
+    for key, value in typed.items():
+        numbers = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, int) and not isinstance(v, bool) and v < 1 for v in numbers):
+            raise UserError(f"--{key} must be at least 1, not {value}")
+    if typed.get("input_size", PATCH_SIZE) % PATCH_SIZE:
+        raise UserError(f"--input_size {typed['input_size']} is not a multiple of the patch size {PATCH_SIZE}")
+    return typed

@@ -7,8 +7,11 @@ Every fold's pred.csv must hold the dataset's classes (or targets), in its order
 may appear in one fold only. Without --data_set the classes are read from the pred.csv files. A
 fold is named by the last part of its folder's path that tells it from the others (split01 for
 out/split01/eval), or by --fold_names; the pooled pred.csv names each row's fold.
+Each pred.csv must be the one its metrics.json was written with (its row count and sha256): one cut
+short by a full disk or edited since is refused.
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -28,10 +31,38 @@ TOTALS = ("the metrics at the top level are computed over the pooled predictions
           "(the release README's totals)")
 
 
+def check_written(path, data):
+    """``data`` (pred.csv's bytes) must be whole and what its metrics.json records."""
+    if data and not data.endswith(b"\n"):
+        raise UserError(f"{path} ends in the middle of a row: it was cut short; run the fold's --eval again")
+    beside = os.path.join(os.path.dirname(path), os.path.basename(path).replace("pred.csv", "metrics.json"))
+    try:
+        with open(beside, encoding="utf-8") as f:
+            recorded = (json.load(f).get("provenance") or {}).get("pred_csv")
+    except (OSError, ValueError):
+        recorded = None
+    if not recorded:
+        print(f"WARNING: {path} has no metrics.json with its row count and sha256 beside it: it cannot be checked")
+        return
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != recorded["sha256"]:
+        rows = max(data.count(b"\n") - 1, 0)
+        raise UserError(f"{path} is not the pred.csv its metrics.json was written with ({rows} rows, sha256 "
+                        f"{digest[:12]} now; {recorded['rows']} rows, sha256 {recorded['sha256'][:12]} recorded): it "
+                        f"was cut or changed since; run the fold's --eval again")
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def read_fold(path):
     path = path if path.endswith(".csv") else os.path.join(path, "pred.csv")
     if not os.path.isfile(path):
         raise UserError(f"no predictions at {path}: run the fold's --eval first")
+    with open(path, "rb") as f:
+        check_written(path, f.read())
     try:
         return path, pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -159,7 +190,10 @@ def run(argv=None):
     print(fold_table(folds, mean, std, info.task, f"== {info.name}: per fold, and their mean +- std (the release "
                                                   f"README's totals) =="))
     if args.output_dir:
-        write_reports(args.output_dir, frame, metrics, info.task, names)
+        folds_csv = [d if d.endswith(".csv") else os.path.join(d, "pred.csv") for d in args.pred_dirs]
+        write_reports(args.output_dir, frame, metrics, info.task, names, provenance={
+            "pooled": [{"pred_csv": os.path.abspath(p), "sha256": _sha256(p)} for p in folds_csv],
+            "args": vars(args)})
         print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and pred.csv")
     else:
         summary = {k: v for k, v in finite_metrics(metrics).items() if not isinstance(v, (list, dict))}

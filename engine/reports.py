@@ -1,4 +1,10 @@
-"""Evaluation outputs: merged per-video predictions, pred.csv, metrics.json, plots, a printed table."""
+"""Evaluation outputs: merged per-video predictions, pred.csv, metrics.json, plots, a printed table.
+
+Each file is written whole or not at all (engine/files.py); pred.csv and metrics.json together.
+metrics.json's ``provenance`` says what the numbers come from (the caller's checkpoint, selection
+and data) and records the row count and sha256 of the pred.csv written with it, which
+engine.pool_folds checks."""
+import hashlib
 import json
 import os
 import re
@@ -8,6 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import ConfusionMatrixDisplay
 
+from . import files
+from .provenance import code_version, now
 from .metrics import classification_metrics, finite_metrics, regression_metrics, summary_keys
 
 
@@ -86,17 +94,25 @@ def format_table(metrics, task, title=""):
     return "\n".join(lines)
 
 
+def report_provenance(provenance, pred_bytes, rows):
+    """metrics.json's ``provenance``: the caller's (what produced the numbers: checkpoint, epoch,
+    selection rule, data), the code version, the time, and the pred.csv written with it."""
+    return {**(provenance or {}), "code": code_version(), "time": now(),
+            "pred_csv": {"rows": rows, "sha256": hashlib.sha256(pred_bytes).hexdigest()}}
+
+
 def write_reports(output_dir, frame, metrics, task, names, prefix="", provenance=None):
-    """pred.csv, metrics.json and confusion_matrix.png (or scatter_<target>.png for regression).
-    ``provenance`` (what produced the numbers: checkpoint, epoch, selection) goes into metrics.json
-    under "provenance"."""
+    """pred.csv and metrics.json (written together or not at all), and confusion_matrix.png (or
+    scatter_<target>.png for regression)."""
     os.makedirs(output_dir, exist_ok=True)
-    frame.to_csv(os.path.join(output_dir, f"{prefix}pred.csv"), index=False)
-    metrics = finite_metrics(metrics if provenance is None else {**metrics, "provenance": provenance})
+    pred = frame.to_csv(index=False).encode("utf-8")
+    metrics = finite_metrics(metrics)
     if "non_finite" in metrics:
         print(f"WARNING: non-finite metrics, written as null: {', '.join(metrics['non_finite'])}")
-    with open(os.path.join(output_dir, f"{prefix}metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2, allow_nan=False)
+    metrics["provenance"] = report_provenance(provenance, pred, len(frame))
+    text = json.dumps(metrics, indent=2, allow_nan=False, default=str).encode("utf-8")
+    files.write_together([(os.path.join(output_dir, f"{prefix}pred.csv"), lambda f: f.write(pred)),
+                          (os.path.join(output_dir, f"{prefix}metrics.json"), lambda f: f.write(text))])
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -107,12 +123,17 @@ def write_reports(output_dir, frame, metrics, task, names, prefix="", provenance
             ax.set_xlabel(f"target {n}"), ax.set_ylabel(f"prediction {n}")
             ccc = metrics["ccc_per_target"][n]
             ax.set_title(f"{n}: CCC {ccc:.3f}" if ccc is not None else f"{n}: CCC not finite")
-            fig.tight_layout(), fig.savefig(os.path.join(output_dir, f"{prefix}scatter_{n}.png"), dpi=100)
-            plt.close(fig)
+            fig.tight_layout()
+            try:
+                files.save_figure(fig, os.path.join(output_dir, f"{prefix}scatter_{n}.png"), dpi=100)
+            finally:
+                plt.close(fig)
         return
     fig = confusion_figure(plt, metrics["confusion_matrix"], names, f"UAR {metrics['uar']:.2f}  WAR {metrics['war']:.2f}")
-    fig.savefig(os.path.join(output_dir, f"{prefix}confusion_matrix.png"), dpi=100)
-    plt.close(fig)
+    try:
+        files.save_figure(fig, os.path.join(output_dir, f"{prefix}confusion_matrix.png"), dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def confusion_figure(plt, counts, names, title):
@@ -130,10 +151,4 @@ def confusion_figure(plt, counts, names, title):
     return fig
 
 
-def write_json(path, obj):
-    """Write ``obj`` as JSON atomically (a temporary file renamed): a killed run leaves no cut file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, allow_nan=False)
-    os.replace(tmp, path)
+write_json = files.write_json

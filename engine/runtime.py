@@ -33,13 +33,53 @@ def keep_freed_host_memory():
     return mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1 and ok
 
 
+def driver_cuda_version():
+    """The highest CUDA version the NVIDIA driver supports (``"12.4"``), or None without a driver."""
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+        version = ctypes.c_int()
+        if libcuda.cuDriverGetVersion(ctypes.byref(version)) != 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    return f"{version.value // 1000}.{version.value % 1000 // 10}"
+
+
+def check_device(name):
+    """``name`` as a torch.device; a CUDA device that is not usable here is a user error that says
+    why (no GPU, a CPU-only torch, a driver older than torch's CUDA), never a silent CPU run."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"--device {name}: {e} (cuda, cuda:N or cpu)") from None
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        built = torch.version.cuda
+        driver = driver_cuda_version()
+        if built is None:
+            why = f"this torch {torch.__version__} is built without CUDA"
+        elif driver is None:
+            why = f"no NVIDIA driver was found (torch {torch.__version__} is built for CUDA {built})"
+        else:
+            why = (f"torch {torch.__version__} is built for CUDA {built}; the NVIDIA driver here supports CUDA up to "
+                   f"{driver}" + (" (too old: see docs/cluster.md for torch's CUDA 12 build)"
+                                  if _older(driver, built) else ", but no GPU is usable (CUDA_VISIBLE_DEVICES?)"))
+        raise UserError(f"--device {name}: CUDA is not available: {why}. Use --device cpu to run on the CPU")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: there are {torch.cuda.device_count()} CUDA device(s) here")
+    return device
+
+
+def _older(a, b):
+    return tuple(map(int, a.split("."))) < tuple(map(int, b.split(".")[:2]))
+
+
 def pick_device(name=None):
     """``name`` (cpu, cuda, cuda:1), or CUDA when there is one; CUDA where there is none is a user error."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here (use --device cpu)")
-    return torch.device(name)
+    return check_device(name)
 
 
 # CPU features with bf16 arithmetic in hardware. Without them oneDNN emulates bf16 on AVX-512
@@ -56,6 +96,9 @@ def precision(choice, device):
     """The autocast precision ``choice`` means on ``device``: ``auto`` is bf16 on CUDA GPUs that
     support it and on CPUs with native bf16 (AVX512-BF16 or AMX), none (fp32) elsewhere."""
     if choice != "auto":
+        if choice == "fp16" and torch.device(device).type == "cpu":
+            print("WARNING: --amp fp16 on the CPU: fp16 arithmetic is emulated there, many times slower than fp32 "
+                  "(--amp none) or native bf16 (--amp auto picks it where the CPU has it)", flush=True)
         return choice
     kind = torch.device(device).type
     if kind == "cuda":

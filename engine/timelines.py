@@ -12,11 +12,14 @@ showing every face's crop so the files can be told apart.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pandas as pd
 
-from .reports import write_json
+from .files import atomic_file, save_figure, write_json
+
+_FACE_FILE = re.compile(r"face_\d+\.(csv|json|png)$")
 
 
 def window_time(window: dict, fps: float | None) -> float:
@@ -38,18 +41,24 @@ def face_frame(face: dict, names: list, task: str, fps: float | None) -> pd.Data
 
 
 def write_face_outputs(out_dir: str, result: dict, thumbnails: list, names: list, task: str) -> list[str]:
-    """Write every face of one video's `result` (from `Predictor.predict_faces`); returns the paths."""
+    """Write every face of one video's `result` (from `Predictor.predict_faces`); returns the paths.
+    The face files of an earlier run in `out_dir` that this one does not rewrite are removed, so
+    the folder never mixes two runs' faces."""
     os.makedirs(out_dir, exist_ok=True)
     fps, paths = result.get("fps"), []
     for face, thumb in zip(result["faces"], thumbnails):
         stem = os.path.join(out_dir, f"face_{face['face']}")
-        face_frame(face, names, task, fps).to_csv(stem + ".csv", index=False)
+        with atomic_file(stem + ".csv") as f:
+            face_frame(face, names, task, fps).to_csv(f, index=False)
         write_json(stem + ".json", {"video": result["video"], "task": task, "names": names, "fps": fps,
                                     "num_frames": result["num_frames"], **face})
         plot_timeline(stem + ".png", face, thumb, names, task, fps, result["num_frames"])
         paths += [stem + ".csv", stem + ".json", stem + ".png"]
     sheet = os.path.join(out_dir, "faces.png")
     plot_contact_sheet(sheet, result["faces"], thumbnails, task, fps)
+    for name in os.listdir(out_dir):
+        if _FACE_FILE.fullmatch(name) and os.path.join(out_dir, name) not in paths:
+            os.remove(os.path.join(out_dir, name))
     return paths + [sheet]
 
 
@@ -95,8 +104,10 @@ def plot_timeline(path: str, face: dict, thumbnail, names: list, task: str, fps:
         inset.imshow(thumbnail)
         inset.set_axis_off()
         inset.set_title(f"face {face['face']}", fontsize=9)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def plot_contact_sheet(path: str, faces: list, thumbnails: list, task: str, fps: float | None) -> None:
@@ -116,8 +127,10 @@ def plot_contact_sheet(path: str, faces: list, thumbnails: list, task: str, fps:
             label += f"\n{face['top'][0][0]} {face['top'][0][1]:.2f}"
         ax.set_title(label, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def mean_box(boxes: np.ndarray) -> list[float]:

@@ -232,7 +232,9 @@ def load_model_state(model, state):
     state = clean_state_dict(state)
     tuning = tuning_of(model)
     if tuning is None:
-        if any(".lora_" in k for k in state) or not any(k.startswith("blocks.") for k in state):
+        # A tuned run's file holds the head (and LoRA) tensors only; a whole model, fine-tuning's
+        # (``blocks.``) or pre-training's (``encoder.blocks.``), holds more.
+        if any(".lora_" in k for k in state) or all(k.split(".", 1)[0] in HEAD_MODULES for k in state):
             raise TuningMismatchError("this checkpoint holds only the trained part of a linear/LoRA run; "
                                       "the model here is fully fine-tuned", "full")
         return load_strict(model, state)

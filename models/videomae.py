@@ -23,9 +23,9 @@ from .variants import PATCH_SIZE
 
 # transformers' VideoMAEConfig defaults, for config.json files that leave a value out.
 CONFIG_DEFAULTS = dict(image_size=224, patch_size=16, num_channels=3, num_frames=16, tubelet_size=2,
-                       hidden_size=768, num_hidden_layers=12, num_attention_heads=12, hidden_act="gelu",
-                       layer_norm_eps=1e-12, use_mean_pooling=True, decoder_num_attention_heads=6,
-                       decoder_hidden_size=384, decoder_num_hidden_layers=4)
+                       hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                       hidden_act="gelu", layer_norm_eps=1e-12, use_mean_pooling=True,
+                       decoder_num_attention_heads=6, decoder_hidden_size=384, decoder_num_hidden_layers=4)
 PRETRAINING, CLASSIFIER, BACKBONE = "VideoMAEForPreTraining", "VideoMAEForVideoClassification", "VideoMAEModel"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
@@ -174,9 +174,41 @@ def check_config(config, where="config.json"):
         problems.append(f"image_size {size} (square frames only)")
     if config["layer_norm_eps"] > 1e-5:
         problems.append(f"layer_norm_eps {config['layer_norm_eps']} (the project's LayerNorms use 1e-6)")
+    problems += _size_problems(config, PATCH_SIZE)
     if problems:
         raise CheckpointMismatchError(f"{where}: this VideoMAE does not fit the project's models: "
                                       + "; ".join(problems), problems=problems)
+
+
+# Far above any VideoMAE (ViT-g has about 1e9 parameters, 16 x 224^2 clips 1568 tokens): a
+# config.json beyond these is damaged or not a video model, and building it would try to allocate
+# more memory than any machine has.
+MAX_PARAMETERS, MAX_TOKENS = 1e10, 1 << 16
+
+
+def _size_problems(config, patch):
+    problems = []
+    sizes = {k: config.get(k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                                        "num_frames", "tubelet_size")}
+    size = config.get("image_size")
+    sizes["image_size"] = size[0] if isinstance(size, (list, tuple)) else size
+    bad = [k for k, v in sizes.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+    if bad:
+        return [f"{k} {sizes[k]!r} (a positive integer)" for k in bad]
+    if sizes["image_size"] % patch:
+        problems.append(f"image_size {sizes['image_size']} (not a multiple of the patch size {patch})")
+    if sizes["num_frames"] % sizes["tubelet_size"]:
+        problems.append(f"num_frames {sizes['num_frames']} (not a multiple of tubelet_size {sizes['tubelet_size']})")
+    if sizes["hidden_size"] % sizes["num_attention_heads"]:
+        problems.append(f"hidden_size {sizes['hidden_size']} (not divisible by {sizes['num_attention_heads']} heads)")
+    tokens = (sizes["image_size"] // patch) ** 2 * (sizes["num_frames"] // sizes["tubelet_size"])
+    width = sizes["hidden_size"]
+    params = sizes["num_hidden_layers"] * (4 * width * width + 2 * width * sizes["intermediate_size"]) + tokens * width
+    if tokens > MAX_TOKENS or params > MAX_PARAMETERS:
+        problems.append(f"sizes that make {params:.3g} parameters and {tokens} tokens a clip (hidden_size {width}, "
+                        f"{sizes['num_hidden_layers']} layers, image_size {sizes['image_size']}, num_frames "
+                        f"{sizes['num_frames']}): no VideoMAE is that large")
+    return problems
 
 
 def args_from_config(config, arch):

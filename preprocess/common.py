@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from datasets.video_io import natural_key
-from engine.cli import UserError
+from engine.cli import RunError, UserError
 from preprocess import face_crop
 
 Row = tuple  # (relative path, label, ...)
@@ -180,6 +180,10 @@ def sample_paths(root: Path, videos: Sequence[str], args,
         jobs = [(str(root / v), str(root / args.face_dir / name_of(v))) for v in videos]
         results = face_crop.crop_videos(jobs, cfg, workers=args.workers,
                                         report=root / args.face_dir / "face_crop_report.json")
+        unwritten = [r for r in results if r["status"] == "write_error"]
+        if unwritten:  # the videos are fine: leaving them out would shrink the splits for a disk's sake
+            raise RunError(f"{len(unwritten)} face crop(s) could not be written ({unwritten[0]['error']}); no split "
+                           f"file was written: free space (or fix the folder) and rerun, the crops done are kept")
         for v, r in zip(videos, results):
             if r["status"] not in ("ok", "done"):
                 bad.add(v)

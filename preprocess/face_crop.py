@@ -23,6 +23,7 @@ the cropper inference uses, and `crop_video(src, dst)` processes one file.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -112,8 +113,10 @@ def output_path(dst: str | os.PathLike, cfg: CropConfig) -> Path:
 def crop_video(src: str | os.PathLike, dst: str | os.PathLike, cfg: CropConfig | None = None) -> dict:
     """Crop one video to `dst` (frame folder, or dst + '.mp4'); returns a status dict.
 
-    Status: "done" (already there, skipped), "ok", "no_face" or "error". Frames are read twice
-    (detect, then crop) so that a long video never has to fit in memory.
+    Status: "done" (already there, skipped), "ok", "no_face", "error" (the video could not be
+    read) or "write_error" (the crop could not be written: a full disk, a quota, permissions; its
+    partial output is removed). Frames are read twice (detect, then crop) so that a long video
+    never has to fit in memory.
     """
     cfg = cfg or CropConfig()
     out = output_path(dst, cfg)
@@ -137,11 +140,28 @@ def crop_video(src: str | os.PathLike, dst: str | os.PathLike, cfg: CropConfig |
         tmp = out.with_name(out.stem + ".partial" + out.suffix)
         frames = read_frames(src, cfg.frame_step, cfg.max_frames)
         crops = (crop_frame(f, b, cfg.size, cfg.margin) for f, b in zip(frames, boxes))
-        _write(crops, tmp, cfg, _fps(src) / cfg.frame_step)
-        os.replace(tmp, out)
+        try:
+            _write(crops, tmp, cfg, _fps(src) / cfg.frame_step)
+            os.replace(tmp, out)
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            _remove(tmp)
+            return {**res, "status": "write_error", "error": f"cannot write {out}: {e.strerror or e}"}
         return {**res, "status": "ok"}
     except Exception as e:  # one bad file must not stop a dataset-wide run
         return {**res, "status": "error", "error": f"{type(e).__name__}: {e}"}
+
+
+# A failed write of a crop is the disk's fault, not the video's (PyAV's errors are OSErrors too).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _remove(path: Path) -> None:
+    try:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    except OSError:
+        pass
 
 
 def _write(crops: Iterable[np.ndarray], tmp: Path, cfg: CropConfig, fps: float) -> None:
@@ -190,9 +210,12 @@ def crop_videos(jobs: Sequence[tuple[str, str]], cfg: CropConfig | None = None, 
 
 
 def summarize(results: list[dict], report, cfg: CropConfig) -> None:
-    by = {s: [r for r in results if r["status"] == s] for s in ("ok", "done", "no_face", "error")}
+    by = {s: [r for r in results if r["status"] == s] for s in ("ok", "done", "no_face", "error", "write_error")}
     print(f"face crop: {len(by['ok'])} cropped, {len(by['done'])} already done, "
-          f"{len(by['no_face'])} without a face, {len(by['error'])} unreadable")
+          f"{len(by['no_face'])} without a face, {len(by['error'])} unreadable"
+          + (f", {len(by['write_error'])} not written (disk)" if by["write_error"] else ""))
+    for r in by["write_error"]:
+        print(f"  write error: {r['error']}")
     for r in by["no_face"]:
         print(f"  no face: {r['video']}")
     for r in by["error"]:
@@ -245,7 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("no videos found")
     results = crop_videos([(str(v), str(a.out / name)) for v, name in videos], cfg, a.workers,
                           a.report or a.out / "face_crop_report.json")
-    return 1 if any(r["status"] == "error" for r in results) else 0
+    unwritten = [r for r in results if r["status"] == "write_error"]
+    if unwritten:
+        print(f"error: {len(unwritten)} crop(s) could not be written ({unwritten[0]['error']}); rerun after freeing "
+              f"space: the crops done are kept", file=sys.stderr)
+    return 1 if any(r["status"] in ("error", "write_error") for r in results) else 0
 
 
 if __name__ == "__main__":

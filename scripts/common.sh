@@ -4,12 +4,17 @@
 # Launcher, from the environment (single-node defaults):
 #   NNODES=1  NPROC_PER_NODE=<visible GPUs, else 1>  NODE_RANK=0  MASTER_ADDR=127.0.0.1  MASTER_PORT=29500
 # PYTHON is the interpreter (default: the repository's .venv); processes start through
-# "$PYTHON -m torch.distributed.run", so no environment needs activating.
+# "$PYTHON -m engine.launch" (torchrun, with the stop signals below), so no environment needs activating.
+# Stopping: SIGUSR1, SIGTERM, SIGINT or SIGHUP to the launcher (or SIGUSR1, SIGTERM, SIGHUP to this
+# script, which passes them on) make every training process save a resumable checkpoint at its next
+# step; the launcher and the script then exit with status 75: rerun the same command to continue.
 # Batch: TOTAL_BATCH (each script's recipe) is the effective batch. Each process gets
 #   BATCH_SIZE = TOTAL_BATCH / (NNODES * NPROC_PER_NODE * UPDATE_FREQ)
 # UPDATE_FREQ (gradient accumulation) defaults to 1, or to the smallest value that keeps
 # BATCH_SIZE <= MAX_BATCH_PER_GPU when that is set. A split that is not exact is an error, so the
 # effective batch is the recipe's on any number of GPUs.
+# DEVICE=cuda (default): the runs ask for the GPU and fail with a clear error where CUDA is not usable
+# (a login node, a driver older than torch's CUDA: docs/cluster.md); DEVICE=cpu runs on the CPU on purpose.
 # DRY_RUN=1 prints every command instead of running it.
 
 SVFAP_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,13 +28,11 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 DRY_RUN=${DRY_RUN:-0}
+DEVICE=${DEVICE:-cuda}
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 MASTER_PORT=${MASTER_PORT:-29500}
-# torchrun forwards these to the training processes, which then save a resumable checkpoint and
-# exit with status 75 (SIGUSR1 is what `sbatch --signal=USR1@300` sends before the time limit).
-export TORCHELASTIC_SIGNALS_TO_HANDLE=${TORCHELASTIC_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1}
 
 if [ "$NNODES" -gt 1 ]; then
   case "$MASTER_ADDR" in
@@ -71,17 +74,33 @@ svfap_batch() {
   UPDATE_FREQ=$uf
 }
 
+# Runs "$@" and returns its status. A stop signal sent to this script (sbatch --signal=B:USR1@300,
+# scancel --batch, a kill) is passed on to the command; bash would otherwise act on it only after the
+# command ended, or die and leave it running. SIGINT is left alone: Ctrl-C reaches the command itself.
 svfap_run() {
   if [ "$DRY_RUN" = 1 ]; then
     printf '%q ' "$@" | sed 's/ $//'
     echo
-  else
-    "$@"
+    return
   fi
+  local pid status sig
+  "$@" &
+  pid=$!
+  for sig in USR1 TERM HUP; do
+    # shellcheck disable=SC2064  # the pid is fixed now
+    trap "kill -s $sig $pid 2>/dev/null" "$sig"
+  done
+  while :; do
+    status=0
+    wait "$pid" || status=$?
+    kill -0 "$pid" 2>/dev/null || break  # still running: the wait was cut short by a trapped signal
+  done
+  trap - USR1 TERM HUP
+  return "$status"
 }
 
 svfap_torchrun() {
-  svfap_run "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE" \
+  svfap_run "$PYTHON" -m engine.launch --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE" \
     --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT" "$@"
 }
 
@@ -104,7 +123,7 @@ svfap_pretrain() {
     --opt_betas $OPT_BETAS --opt_eps "$OPT_EPS" --drop_path "$DROP_PATH" \
     --num_frames "$NUM_FRAMES" --sampling_rate "$SAMPLING_RATE" --input_size "$INPUT_SIZE" \
     --mask_type "$MASK_TYPE" --mask_ratio "$MASK_RATIO" --decoder_depth "$DECODER_DEPTH" \
-    --normlize_target "$NORMLIZE_TARGET" --face_crop "$FACE_CROP" \
+    --normlize_target "$NORMLIZE_TARGET" --face_crop "$FACE_CROP" --device "$DEVICE" \
     --output_dir "$OUTPUT_DIR" "$@"
 }
 
@@ -134,7 +153,8 @@ svfap_finetune() {
     local data=$SPLIT_DIR/$split out=$OUTPUT_DIR/$split
     if [ "$split" = . ]; then data=$SPLIT_DIR; out=$OUTPUT_DIR; fi
     local common=(--model "$MODEL" --data_set "$DATA_SET" --data_path "$data" --data_root "$DATA_ROOT"
-      --batch_size "$BATCH_SIZE" --test_num_segment "$TEST_NUM_SEGMENT" --test_num_crop "$TEST_NUM_CROP")
+      --batch_size "$BATCH_SIZE" --test_num_segment "$TEST_NUM_SEGMENT" --test_num_crop "$TEST_NUM_CROP"
+      --device "$DEVICE")
     if [ "${SKIP_TRAIN:-0}" != 1 ]; then
       # shellcheck disable=SC2086  # OPT_BETAS is two numbers
       svfap_torchrun run_finetune.py "${common[@]}" --finetune "$PRETRAINED" \

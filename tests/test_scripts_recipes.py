@@ -79,7 +79,7 @@ def test_finetune_script_spells_out_the_recipe(script):
     assert len(trains) == len(evals) == len(info.splits)  # one run per split the registry lists
     for train, ev in zip(trains, evals):
         name, launcher, a = parse(train)
-        assert train[1:3] == ["-m", "torch.distributed.run"]  # through the interpreter, no torchrun on PATH
+        assert train[1:3] == ["-m", "engine.launch"]  # torchrun through the interpreter, with the stop signals
         assert launcher == {"--nnodes": "2", "--nproc_per_node": "4", "--node_rank": "0",
                             "--master_addr": "10.0.0.1", "--master_port": "29500"}
         for key, value in parser_defaults(recipe).items():

@@ -1,6 +1,7 @@
 """tools/extract_features.py: shapes for fine-tuned and pre-trained checkpoints, determinism, the
 test-split view, resuming after an interruption, unreadable videos, and sharding under torchrun."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -111,6 +112,21 @@ def test_resume_after_interruption(demo, ckpts, tmp_path, capsys):
     # Different settings must not be mixed into the same folder.
     assert extract(demo, ckpts["fine"], out, "--windows", "centre", "--shard_size", "2") == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_a_checkpoint_replaced_at_the_same_path_is_not_mixed_into_its_shards(demo, ckpts, tmp_path, capsys):
+    ckpt, out = tmp_path / "model.pth", tmp_path / "out"
+    shutil.copy(ckpts["fine"], ckpt)
+    assert extract(demo, ckpt, out, "--shard_size", "2", "--max_shards", "1") == 3
+    other = timm.create_model("svfap_tiny_patch16_160", num_classes=6, img_size=64, all_frames=8,
+                              stage_depths=(1, 1, 1), embed_dim=64, num_heads=2)  # the same settings, other weights
+    save_checkpoint(str(ckpt), training_state(other, args={**ARGS, "model": "svfap_tiny_patch16_160", "nb_classes": 6,
+                                                           "data_set": "custom"}))
+    capsys.readouterr()
+    assert extract(demo, ckpt, out, "--shard_size", "2") == 2
+    err = capsys.readouterr().err
+    assert f"holds features of another file at {ckpt}" in err and "would mix two models" in err
+    assert not ef.shard_done(str(out), 1)
 
 
 def test_unreadable_video_is_listed_not_fatal(demo, ckpts, tmp_path, capsys):

@@ -117,7 +117,7 @@ def run(argv=None):
     model, cfg = model_from_checkpoint(args.checkpoint, typed_options(args), args.force_config, kind="classifier")
     merge_tuning(model)  # LoRA weights merged, linear probes made plain: one ordinary graph
     task, names = output_names(model.num_classes, cfg.get("data_set"), cfg.get("task"), cfg.get("nb_classes"),
-                               cfg.get("num_targets"), args.class_names)
+                               cfg.get("num_targets"), args.class_names, recorded=cfg.get("class_names"))
     metadata = export_metadata(model, cfg, names, task)
     export_onnx(model, out, metadata, args.opset, "outputs" if task == "regression" else "logits")
     listed = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")

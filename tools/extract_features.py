@@ -18,7 +18,8 @@ Output (--output_dir): shards/shard_NNNNN.npy (the clips of --shard_size consecu
 shard_NNNNN.csv, then index.csv (one row per clip: video, path, label, window, start_frame,
 end_frame, file, row) and failed.csv (videos that could not be read). Shards are written under a
 temporary name and renamed, so a killed run leaves only complete shards; rerunning the same
-command skips them (--max_shards N stops after N new shards, for time-limited jobs). Under
+command skips them (settings.json records the settings and the checkpoint's sha256: a rerun with
+other settings, or with another file at the checkpoint's path, is refused) (--max_shards N stops after N new shards, for time-limited jobs). Under
 torchrun, shard k goes to rank k % world_size; rank 0 writes the index. Load everything with
 ``tools.extract_features.load_features(output_dir)``.
 
@@ -49,13 +50,14 @@ from engine import distributed as dist
 from engine.cli import HelpFormatter, UserError, run_entry
 from engine.options import add_model_options, typed_options
 from engine.runtime import PRECISIONS, autocast, pick_device
-from engine.reports import write_json
+from engine.files import write_json, write_together
 from models import model_from_checkpoint
+from models.tuning import sha256_file
 from preprocess.face_crop import frame_cropper
 from preprocess.faces import CROP_MARGIN
 
 # Settings that change the numbers: a resumed run must use the same ones.
-RESUME_KEYS = ("checkpoint", "features", "windows", "window_stride", "num_segments", "crop", "crop_size",
+RESUME_KEYS = ("checkpoint", "checkpoint_sha256", "features", "windows", "window_stride", "num_segments", "crop", "crop_size",
                "crop_margin", "shard_size", "dtype", "config", "videos")
 
 
@@ -122,7 +124,7 @@ def list_videos(args):
                                            for s in samples]
     if not args.inputs:
         raise UserError("nothing to extract: give --csv FILE or video paths / folders")
-    paths = find_inputs(args.inputs)
+    paths = find_inputs(args.inputs, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     return paths, [""] * len(paths)
 
 
@@ -196,15 +198,12 @@ def extract_shard(feature_model, paths, labels, first_video, opts, spec, num_fra
 
 
 def save_shard(output_dir, k, feats, rows, failed):
-    npy, csv = shard_paths(output_dir, k)
-    os.makedirs(os.path.dirname(npy), exist_ok=True)
-    tmp = f"{npy}.tmp{os.getpid()}.npy"
-    np.save(tmp, feats if feats is not None else np.zeros((0,), np.float32))
-    os.replace(tmp, npy)
+    """The shard's array and its CSV, both whole or neither (the CSV, which marks it done, last)."""
     frame = pd.DataFrame(rows + [{**f, "window": -1} for f in failed],
                          columns=["video", "path", "label", "window", "start_frame", "end_frame", "error"])
-    frame.to_csv(f"{csv}.tmp{os.getpid()}", index=False)
-    os.replace(f"{csv}.tmp{os.getpid()}", csv)
+    npy, csv = shard_paths(output_dir, k)
+    write_together([(npy, lambda f: np.save(f, feats if feats is not None else np.zeros((0,), np.float32))),
+                    (csv, lambda f: f.write(frame.to_csv(index=False).encode("utf-8")))])
 
 
 def write_index(output_dir, num_shards):
@@ -220,8 +219,9 @@ def write_index(output_dir, num_shards):
         ok["row"] = np.arange(len(ok))
         parts.append(ok)
     index = pd.concat(parts, ignore_index=True)
-    index.to_csv(os.path.join(output_dir, "index.csv"), index_label="index")
-    pd.concat(failed, ignore_index=True).to_csv(os.path.join(output_dir, "failed.csv"), index=False)
+    failed = pd.concat(failed, ignore_index=True)
+    write_together([(os.path.join(output_dir, "index.csv"), lambda f: f.write(index.to_csv(index_label="index").encode())),
+                    (os.path.join(output_dir, "failed.csv"), lambda f: f.write(failed.to_csv(index=False).encode()))])
     return index
 
 
@@ -240,6 +240,10 @@ def check_resume(output_dir, settings):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
         changed = [k for k in RESUME_KEYS if json.dumps(old.get(k), sort_keys=True) != json.dumps(settings.get(k), sort_keys=True)]
+        if changed == ["checkpoint_sha256"]:
+            raise UserError(f"{output_dir} holds features of another file at {settings['checkpoint']} (sha256 "
+                            f"{str(old.get('checkpoint_sha256'))[:12]} then, {settings['checkpoint_sha256'][:12]} now): "
+                            f"its shards would mix two models; use a new --output_dir or delete it")
         if changed:
             raise UserError(f"{output_dir} holds features made with other settings ({', '.join(changed)} differ); "
                             f"use a new --output_dir or delete it")
@@ -264,7 +268,8 @@ def run(argv=None):
 
     num_shards = -(-len(paths) // args.shard_size)
     settings = {**{k: getattr(args, k) for k in RESUME_KEYS if hasattr(args, k)},
-                "checkpoint": os.path.abspath(args.checkpoint), "model": name, "sampling_rate": rate,
+                "checkpoint": os.path.abspath(args.checkpoint), "checkpoint_sha256": sha256_file(args.checkpoint),
+                "model": name, "sampling_rate": rate,
                 "config": dict(cfg), "videos": len(paths)}
     os.makedirs(args.output_dir, exist_ok=True)
     dist.barrier()

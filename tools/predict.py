@@ -44,11 +44,11 @@ from datasets.inference import ClipSpec, load_windows
 from datasets.registry import default_sampling_rate, output_names
 from datasets.sampling import WINDOW_MODES, chunk_windows, plan_windows
 from datasets.video_io import (BACKENDS, DEFAULT_BACKEND, VideoReadError, count_frames, find_inputs, iter_frames,
-                               video_fps)
+                               open_source, video_fps, video_rotation)
 from engine.cli import HelpFormatter, UserError, run_entry
 from engine.options import add_model_options, typed_options
 from engine.runtime import pick_device
-from engine.reports import write_json
+from engine.files import write_json, write_text
 from engine.timelines import mean_box, write_face_outputs
 from models import model_from_checkpoint
 from preprocess.face_crop import frame_cropper
@@ -96,7 +96,7 @@ class Predictor:
         cfg = self.cfg
         self.task, self.names = output_names(self.model.num_classes, cfg.get("data_set"), cfg.get("task"),
                                              cfg.get("nb_classes"), cfg.get("num_targets"),
-                                             class_names or cfg.get("class_names"))
+                                             class_names, recorded=cfg.get("class_names"))
         self.device = torch.device(device)
         self.model.to(self.device)
         embed = self.model.patch_embed
@@ -120,6 +120,11 @@ class Predictor:
         scores, faces = self._score_windows(path, plan, crop_faces, batch_size, max_frames, backend)
         result = {"video": path, "num_frames": n, "fps": fps, **self._describe(scores.mean(0), topk),
                   "windows": self._windows(plan, scores, fps, topk)}
+        rotation = video_rotation(path) if os.path.isfile(path) else 0
+        if rotation:
+            result["rotation"] = rotation
+            print(f"note: {path}: its display matrix rotates it by {rotation} degrees; the frames were turned upright",
+                  file=sys.stderr)
         if faces:
             result["face_crop"] = {"frames": sum(f["frames"] for f in faces),
                                    "detections": sum(f["detections"] for f in faces)}
@@ -147,12 +152,24 @@ class Predictor:
         return result, [track.thumbnail for track in tracks]
 
     def _score_windows(self, path, plan, crop, batch_size, max_frames, backend):
+        """Window scores, a chunk of --max_frames decoded frames at a time from one open reader (a
+        long video is decoded once, front to back), with a progress bar when there are several."""
+        from tqdm import tqdm
         per_window, faces = [], []
-        for chunk in chunk_windows(plan, max_frames):
-            batch = load_windows(path, chunk, self.spec, backend, crop)
-            per_window.append(self.scores(batch.clips, batch_size))
-            if batch.face is not None:
-                faces.append(batch.face)
+        chunks = chunk_windows(plan, max_frames)
+        # A window that ends on the last frame may start before the previous chunk ended.
+        source = open_source(path, backend, lookback=self.num_frames * self.rate)
+        try:
+            with tqdm(total=len(plan), desc=os.path.basename(os.path.normpath(path)), unit="window",
+                      disable=len(chunks) < 2, file=sys.stderr) as bar:
+                for chunk in chunks:
+                    batch = load_windows(path, chunk, self.spec, backend, crop, source=source)
+                    per_window.append(self.scores(batch.clips, batch_size))
+                    if batch.face is not None:
+                        faces.append(batch.face)
+                    bar.update(len(chunk))
+        finally:
+            source.close()
         return np.concatenate(per_window), faces
 
     def _windows(self, plan, scores, fps, topk):
@@ -230,8 +247,9 @@ def format_table(results, task, show_windows=False):
 
 
 def face_folder(out_dir, path, used):
-    """A folder of --out_dir named after the video, made unique among the inputs."""
-    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or "video"
+    """A folder of --out_dir named after the video, made unique among the inputs (always inside
+    --out_dir: an input named ``.`` or ``..`` is named after the folder it is)."""
+    stem = os.path.splitext(os.path.basename(os.path.abspath(path)))[0].strip(". ") or "video"
     name, k = stem, 1
     while name in used:
         k += 1
@@ -256,7 +274,7 @@ def run(argv=None):
     if args.topk < 1 or args.batch_size < 1:
         raise UserError("--topk and --batch_size must be at least 1")
     tracking = check_face_options(args)
-    videos = find_inputs(args.inputs)
+    videos = find_inputs(args.inputs, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     device = pick_device(args.device)
     predictor = Predictor(args.checkpoint, typed_options(args), args.force_config, args.class_names, device)
     crop_faces = None
@@ -290,8 +308,7 @@ def run(argv=None):
                                    "config": {k: v for k, v in predictor.cfg.items()},
                                    "sampling_rate": predictor.rate, "windows": args.windows, "videos": results})
     if args.out_csv:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out_csv)), exist_ok=True)
-        results_frame(results, predictor.names, predictor.task).to_csv(args.out_csv, index=False)
+        write_text(args.out_csv, results_frame(results, predictor.names, predictor.task).to_csv(index=False))
     failed = [r for r in results if "error" in r]
     if failed:
         print(f"{len(failed)} of {len(results)} videos failed", file=sys.stderr)
