@@ -17,6 +17,7 @@ from datasets.registry import DATASETS
 from engine import distributed as dist
 from engine.checkpoint import BEST, Checkpointer, load_on_all_ranks, resume, training_state
 from engine.cli import HelpFormatter, UserError, explicit_options, run_entry
+from engine.compile import first_step_line
 from engine.config import resolve
 from engine.device_batch import training_input
 from engine.finetune import classification_loss, evaluate_records, predict
@@ -202,6 +203,8 @@ def main(args, given=frozenset()):
     partial = (resumed or {}).get("partial")
     del resumed
     stepper = Stepper(model_ddp, optimizer, schedules, scaler, args, model_ema)
+    if args.compile:
+        stepper.after_first_step = lambda: print(first_step_line())
     compute_loss = classification_loss(model_ddp, criterion, device, amp, mixup_fn, training_input(args, device))
     tb = TensorboardLogger(args.log_dir)
     trace = StepTrace(args.trace_steps)

@@ -32,6 +32,7 @@ RUN_CONTROL = frozenset({
     "print_freq", "device", "gpu", "rank", "local_rank", "distributed",
     "dist_timeout", "save_ckpt_freq", "keep_last", "trace_steps", "backend", "strict", "max_bad_fraction",
     "data_root", "prefix_map", "dist_eval", "save_feature", "best_metric", "eval", "force_config", "compile", "compile_mode",
+    "compile_cache",
     "class_names", "backbone",
 })
 

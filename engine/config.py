@@ -4,12 +4,15 @@ size, output folders), resolved once, right after parsing. Nothing else writes t
 import os
 from dataclasses import replace
 
+import torch
+
 from datasets.registry import get_dataset_info, read_class_names
 from models.checkpoint import CLIP_KEYS, MODEL_KEYS, checkpoint_args, checkpoint_config, read_checkpoint
 from models.factory import PATCH_SIZE
 
 from . import distributed as dist
 from .cli import UserError
+from .compile import cache_dir, compile_enabled
 from .optim import scaled_lrs
 from .options import check_args
 from .runtime import precision
@@ -24,6 +27,14 @@ def resolve(args, kind, given=frozenset()):
     requested, args.amp = args.amp, precision(args.amp, args.device)
     if requested == "auto":
         print(f"precision: {args.amp} (--amp auto on {args.device}: bf16 on CUDA and on CPUs with native bf16)")
+    training = not getattr(args, "eval", False)  # evaluation runs eagerly
+    requested, args.compile = args.compile, compile_enabled(args.compile, args.device) and training
+    if requested == "auto" and training:
+        print(f"torch.compile: {'on' if args.compile else 'off'} (--compile auto on {args.device}: on CUDA only)")
+        # Chosen for the user: a model that fails to compile runs eagerly (torch prints why)
+        # instead of stopping the run; an explicit --compile True raises.
+        torch._dynamo.config.suppress_errors = args.compile
+    args.compile_cache = cache_dir(args.compile_cache, args.output_dir) if args.compile else None
     checkpoint = _evaluated_checkpoint(args, given) if getattr(args, "eval", False) else None
     if kind == "finetune":
         tuning_defaults(args, given)
