@@ -1,7 +1,8 @@
-"""End-to-end pre-training rows of the step benchmark: the pre-training loader (VoxCeleb2-shaped
-224-px mp4s, face crop, multi-scale crop, tube mask; uint8 batches, pinned on CUDA) with N workers
-feeding the training entry point's own step (targets, normalisation, forward, loss, backward,
-AdamW) of `pretrain svfap_base`, against the same step fed one batch already on the device.
+"""End-to-end pre-training rows (tools.benchmark.gpu_check): the pre-training loader (generated
+VoxCeleb2-shaped 224-px mp4s, or the user's clips; face crop, multi-scale crop, tube mask; uint8
+batches, pinned on CUDA) with N workers feeding the training entry point's own step (targets,
+normalisation, forward, loss, backward, AdamW) of `pretrain svfap_base`, against the same step fed
+one batch already on the device.
 
 The model-only and the end-to-end steps are timed in alternating rounds; a row's ratio is the
 median of the rounds' end-to-end over model-only clips/s (1.0: the loader keeps up).
@@ -18,21 +19,26 @@ from datasets.annotations import read_annotations
 from datasets.demo import generate
 from datasets.pretrain import PretrainDataset
 from engine.loader import build_loader
-from engine.pretrain import reconstruction_loss
-from engine.runtime import compiled, grad_scaler
+from engine.runtime import grad_scaler
 from engine.train_step import Stepper
 
 from .report import Row
-from .workloads import build_model, clip_shape, make_optimizer, sdpa_context, step_flops, sync
+from .workloads import build_model, clip_shape, compiled_for, make_optimizer, sdpa_context, step_flops, sync, \
+    training_loss
 
 MODEL = "svfap_base"
 
 
 def source_set(tmp, args):
-    """A generated set shaped like VoxCeleb2's face tracks, listed often enough for the rounds."""
-    size, frames, gop = (48, 24, 8) if args.quick else (224, 200, 25)
-    generate(tmp, size=size, frames=frames, train_per_class=2, eval_per_class=0, gop=gop)
-    samples = read_annotations(os.path.join(tmp, "train.csv"))
+    """The clips the loader reads (--e2e_data, an annotation file of the pre-training set, paths under
+    --e2e_root), or a generated set shaped like VoxCeleb2's face tracks; listed often enough for the
+    rounds."""
+    if getattr(args, "e2e_data", None):
+        samples = read_annotations(args.e2e_data, args.e2e_root)
+    else:
+        size, frames, gop = (48, 24, 8) if args.quick else (224, 200, 25)
+        generate(tmp, size=size, frames=frames, train_per_class=2, eval_per_class=0, gop=gop)
+        samples = read_annotations(os.path.join(tmp, "train.csv"))
     csv = os.path.join(tmp, "e2e.csv")
     clips = max(args.e2e_steps * args.batch_size * 4, 64)
     with open(csv, "w") as f:
@@ -60,16 +66,15 @@ def timed_steps(step, batches, count, args):
 def e2e_rows(args):
     """Rows ``e2e pretrain svfap_base, N workers`` for each --e2e_workers, and the model-only row."""
     model = build_model(MODEL, True, args)
-    _, frames, size, _ = clip_shape(model)
+    frames, size, _ = clip_shape(model)
     flops = step_flops("pretrain", model, args) * args.batch_size
-    run = compiled(model, args.compile_mode) if args.compile else model
-    stepper = Stepper(model, make_optimizer(model, args.batch_size, True), None,
+    run = compiled_for(model, args)
+    stepper = Stepper(run, make_optimizer(model, args.batch_size, True), None,
                       grad_scaler(args.device, args.amp_dtype), Namespace(update_freq=1, clip_grad=None))
     with tempfile.TemporaryDirectory() as tmp:
         dataset = PretrainDataset(source_set(tmp, args), num_frames=frames, sampling_rate=2 if args.quick else 4,
                                   input_size=size, face_crop=True)
-        compute_loss = reconstruction_loss(run, args.device, args.amp_dtype,
-                                           num_masked=dataset.mask_generator.num_masked)
+        compute_loss = training_loss("pretrain", model, run, args)
 
         def step(batch):
             with sdpa_context(args):
