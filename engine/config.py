@@ -27,14 +27,6 @@ def resolve(args, kind, given=frozenset()):
     requested, args.amp = args.amp, precision(args.amp, args.device)
     if requested == "auto":
         print(f"precision: {args.amp} (--amp auto on {args.device}: bf16 on CUDA and on CPUs with native bf16)")
-    training = not getattr(args, "eval", False)  # evaluation runs eagerly
-    requested, args.compile = args.compile, compile_enabled(args.compile, args.device) and training
-    if requested == "auto" and training:
-        print(f"torch.compile: {'on' if args.compile else 'off'} (--compile auto on {args.device}: on CUDA only)")
-        # Chosen for the user: a model that fails to compile runs eagerly (torch prints why)
-        # instead of stopping the run; an explicit --compile True raises.
-        torch._dynamo.config.suppress_errors = args.compile
-    args.compile_cache = cache_dir(args.compile_cache, args.output_dir) if args.compile else None
     checkpoint = _evaluated_checkpoint(args, given) if getattr(args, "eval", False) else None
     if kind == "finetune":
         tuning_defaults(args, given)
@@ -53,7 +45,19 @@ def resolve(args, kind, given=frozenset()):
     if checkpoint is None:
         vars(args).update(scaled_lrs(args))
     _prepare_output(args)
+    _resolve_compile(args)
     return info, checkpoint
+
+
+def _resolve_compile(args):
+    training = not getattr(args, "eval", False)  # evaluation runs eagerly
+    requested, args.compile = args.compile, compile_enabled(args.compile, args.device) and training
+    if requested == "auto" and training:
+        print(f"torch.compile: {'on' if args.compile else 'off'} (--compile auto on {args.device}: on CUDA only)")
+        # Chosen for the user: a model that fails to compile runs eagerly (torch prints why)
+        # instead of stopping the run; an explicit --compile True raises.
+        torch._dynamo.config.suppress_errors = args.compile
+    args.compile_cache = cache_dir(args.compile_cache, args.output_dir) if args.compile else None
 
 
 def _evaluated_checkpoint(args, given):

@@ -104,8 +104,8 @@ def test_gpu_check_skips_what_does_not_fit_and_survives_a_failing_row(capsys, th
     skipped = re.findall(r"^\[.*\] (\w+ \w+ \w+ @2): skipped: ~\d+ s needed, 0 s of the budget left$", stdout, re.M)
     assert len(skipped) == 8 and "e2e: skipped" in stdout and "0 of 8 rows measured" in stdout
     # Mixup pairs the clips of a batch: an odd batch fails that row, and the check goes on.
-    gpu_check.main([*gpu_check_args, "--tasks", "finetune", "pretrain", "--models", "videomae_base", "--batch_sizes", "3",
-                    "--e2e_workers"])
+    gpu_check.main([*gpu_check_args, "--tasks", "finetune", "pretrain", "--models", "videomae_base",
+                    "--batch_sizes", "3", "--e2e_workers"])
     stdout = capsys.readouterr().out
     assert re.search(r"eager finetune videomae_base @3: failed: \w+", stdout)
     assert re.search(r"eager pretrain videomae_base @3: [\d.]+ ms/step", stdout) and "1 of 2 rows measured" in stdout

@@ -221,7 +221,8 @@ def table(rows, peak_flops, cuda):
         return next((o for o in rows if (o.mode, o.task, o.batch, o.model) == (r.mode, r.task, r.batch, model)
                      and o.seconds), None)
     header = COLUMNS if cuda else [c.replace("kernels", "ATen ops") for c in COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|"]
+    rule = "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|"
+    lines = ["| " + " | ".join(header) + " |", rule]
     for r in rows:
         if not r.seconds:
             lines.append(f"| {r.mode} | {r.task} | {r.model} | {r.batch} | {r.note} |" + " |" * (len(COLUMNS) - 5))
