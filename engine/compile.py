@@ -74,6 +74,8 @@ def first_step_line():
     """After the first step (which compiled the forward and backward): how long that took and whether
     the graphs came from the cache."""
     hits, misses = cache_counts()
-    verdict = "cache hit" if hits and not misses else "cache miss" if misses and not hits else "partial cache hit"
+    if not hits and not misses:
+        return "torch.compile: no graph was compiled at the first step (see torch's messages above): running eagerly"
+    verdict = "cache hit" if not misses else "cache miss" if not hits else "partial cache hit"
     return (f"torch.compile: {compile_seconds():.1f} s compiling the first step; {verdict}: {hits} graphs loaded "
             f"from the cache, {misses} compiled")
