@@ -86,8 +86,8 @@ def test_gpu_check_cpu_path(tmp_path, capsys, threads, gpu_check_args):
         for model in ("svfap_base", "videomae_base"):
             assert re.search(rf"eager {task} {model} @2: [\d.]+ ms/step, [\d.]+ clips/s, \d+ ATen ops/step, "
                              r"host sync: -", stdout)
-    assert re.search(r"e2e eager pretrain svfap_base, 1 worker @2: [\d.]+ clips/s = \d+% of the same step fed one "
-                     r"batch on the device", stdout)
+    assert re.search(r"e2e eager pretrain svfap_base @2, 1 loader worker: [\d.]+ clips/s = \d+% of the same step fed "
+                     r"one batch on the device \([\d.]+ clips/s\)", stdout)
     assert "4 of 4 rows measured" in stdout
     table = [line for line in md.read_text().splitlines() if line.startswith("| eager")]
     assert len(table) == 4

@@ -1,29 +1,20 @@
 """The GPU check: what the training steps of SVFAP-B and ViT-B cost on the GPU at hand, eager,
-compiled and compiled with CUDA graphs, and whether the loader keeps the GPU busy. One command:
+compiled and with CUDA graphs, and whether the loader keeps the GPU busy; one command that keeps to a
+time budget (docs/benchmarks.md says what each column is):
 
     python -m tools.benchmark.gpu_check [--budget_s 450] [--markdown docs/benchmarks/gpu_check.md]
 
-Rows: for each mode (eager; compiled, as --compile auto compiles on CUDA; cudagraphs, compiled with
-mode reduce-overhead), task (pre-training and fine-tuning, each step as the entry point runs it:
-tools/benchmark/workloads.py) and batch (--batch_sizes), svfap_base and videomae_base: ms per step,
-clips/s, SVFAP-B's speed per clip over ViT-B's, the share of the bf16 matmul peak measured in the
-same run, kernels per step and the share of the step the GPU is idle (profiler), compile seconds,
-and whether the step synchronised with the host (torch.cuda.set_sync_debug_mode("error") around a
-step). Then the end-to-end row: the compiled pre-training step fed by the loader with
---e2e_workers workers on generated VoxCeleb2-shaped clips (or --e2e_data), against the same step
-fed one batch on the device.
-
-It keeps to --budget_s: rows run in order of importance (eager, compiled, the end-to-end row, CUDA
-graphs), each row's cost estimated from the rows before it; a row that would not fit is skipped with
-a line saying so, and a row that fails (out of memory) says so and the check goes on. Compiled
-graphs go to --compile_cache, so a second run compiles nothing. On CPU (--device cpu) the same
-rows count ATen ops per step instead of kernels; --quick (tiny models, for tests) takes seconds.
+Rows run in order of importance, each one's cost estimated from the rows before it: what would not
+fit is skipped with a line saying so, a row that fails (out of memory) says so and the check goes
+on. On CPU (--device cpu) the rows count ATen ops instead of kernels; --quick is for tests.
 """
 import argparse
 import gc
+import itertools
 import os
 import statistics
 import sys
+import tempfile
 import time
 from argparse import Namespace
 from dataclasses import dataclass
@@ -31,13 +22,16 @@ from dataclasses import dataclass
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from datasets.annotations import read_annotations
+from datasets.demo import generate
+from datasets.pretrain import PretrainDataset
 from engine.cli import HelpFormatter
 from engine.compile import compile_seconds, use_cache_dir
+from engine.loader import build_loader
 from engine.runtime import PRECISIONS, keep_freed_host_memory, precision
 
-from .end_to_end import e2e_rows
-from .report import machine
-from .workloads import BASELINE, build_model, make_step, matmul_peak, step_flops, sync
+from .report import log, machine
+from .workloads import BASELINE, build_model, clip_shape, make_step, matmul_peak, step_flops, sync
 
 MODES = {"eager": None, "compiled": "default", "cudagraphs": "reduce-overhead"}
 TASKS = {"pretrain": "pretrain", "finetune": "train"}  # task -> workloads' step group
@@ -127,11 +121,15 @@ def measure(row, args):
     row.kernels, row.idle = profile_steps(step, args.profile_steps, cuda)
 
 
+def step_estimate(row, done):
+    """Seconds a step of ``row`` would take, from the fastest measured row of its model and task."""
+    same = [r for r in done if (r.task, r.model) == (row.task, row.model) and r.seconds]
+    return min((r.seconds * row.batch / r.batch for r in same), default=1.0)
+
+
 def estimate(row, done, args):
     """Seconds ``row`` would take, from the rows measured before it."""
-    same = [r for r in done if (r.task, r.model) == (row.task, row.model) and r.seconds]
-    step = min((r.seconds * row.batch / r.batch for r in same), default=1.0)
-    total = step * (1 + args.warmup + 1 + args.steps + args.profile_steps) + 5  # + building the model
+    total = step_estimate(row, done) * (1 + args.warmup + 1 + args.steps + args.profile_steps) + 5  # + the model
     if row.mode != "eager":
         compiles = [r.compile_s for r in done if r.model == row.model and r.compile_s]
         total += max(compiles) if compiles else (5.0 if args.quick else COMPILE_GUESS_S[row.model])
@@ -152,12 +150,14 @@ def free(args):
         torch.cuda.empty_cache()
 
 
-def run_rows(args, deadline, log):
+def run_rows(args, deadline):
     done = []
     e2e = []
     for row in plan(args):
         if args.e2e_workers and not e2e and row.mode == "cudagraphs":
-            e2e = end_to_end(args, deadline, done, log)
+            e2e = end_to_end(args, deadline, done)
+            for line in e2e:
+                log(line)
         left = deadline - time.perf_counter()
         need = estimate(row, done, args)
         if need > left:
@@ -173,33 +173,86 @@ def run_rows(args, deadline, log):
         log(row_line(row))
         done.append(row)
     if args.e2e_workers and not e2e:
-        e2e = end_to_end(args, deadline, done, log)
+        e2e = end_to_end(args, deadline, done)
+        for line in e2e:
+            log(line)
     return done, e2e
 
 
-def end_to_end(args, deadline, done, log):
-    """The end-to-end rows, in the compiled mode when it ran (the training default on CUDA)."""
+def clip_list(tmp, args, clips):
+    """An annotation file listing ``clips`` clips: --e2e_data's, or a generated set shaped like
+    VoxCeleb2's face tracks (224 px, 200 frames, a keyframe a second), cycled."""
+    if args.e2e_data:
+        samples = read_annotations(args.e2e_data, args.e2e_root)
+    else:
+        size, frames, gop = (48, 24, 8) if args.quick else (224, 200, 25)
+        generate(tmp, size=size, frames=frames, train_per_class=2, eval_per_class=0, gop=gop)
+        samples = read_annotations(os.path.join(tmp, "train.csv"))
+    path = os.path.join(tmp, "e2e.csv")
+    with open(path, "w") as f:
+        f.writelines(f"{samples[i % len(samples)].path} 0\n" for i in range(clips))
+    return path
+
+
+def endless(loader):
+    """Batches of a persistent-worker loader over as many epochs as asked for."""
+    for epoch in itertools.count():
+        loader.sampler.set_epoch(epoch)
+        yield from loader
+
+
+def seconds_per_step(step, batches, count, args):
+    sync(args)
+    start = time.perf_counter()
+    for _ in range(count):
+        step(next(batches))
+    sync(args)
+    return (time.perf_counter() - start) / count
+
+
+def end_to_end(args, deadline, done):
+    """The pre-training step of svfap_base (compiled when the compiled rows ran: the training default
+    on CUDA) fed by the training loader with each --e2e_workers count, against the same step fed one
+    batch on the device, in alternating rounds; lines ``(workers, clips/s, fed / model-only)``."""
     compiled_ran = any(r.mode == "compiled" and r.seconds for r in done)
-    batch = args.batch_sizes[0]
-    row = Row("compiled" if compiled_ran else "eager", "pretrain", "svfap_base", batch)
-    need = 2 * estimate(row, done, args) + args.e2e_steps * args.repeats * 2 * (row.seconds or 1.0) + 60
+    row = Row("compiled" if compiled_ran else "eager", "pretrain", "svfap_base", args.batch_sizes[0])
+    steps = len(args.e2e_workers) * (2 * args.repeats * args.e2e_steps + 5)
+    need = estimate(row, done, args) + steps * step_estimate(row, done) + (10 if args.quick else 60)  # + the clips
     if need > deadline - time.perf_counter():
-        log(f"e2e: skipped: ~{need:.0f} s needed, {max(deadline - time.perf_counter(), 0):.0f} s of the budget left")
-        return ["skipped"]
-    e2e_args = Namespace(**{**vars(args), "batch_size": batch, "compile": compiled_ran, "compile_mode": "default",
-                            "warmup": 1})
+        return [f"e2e: skipped: ~{need:.0f} s needed, {max(deadline - time.perf_counter(), 0):.0f} s of the "
+                f"budget left"]
+    run_args = Namespace(**{**vars(args), "compile": compiled_ran, "compile_mode": "default"})
     torch._dynamo.reset()
+    lines = []
     try:
-        rows = e2e_rows(e2e_args)
-    except Exception as e:
-        log(f"e2e: failed: {type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}")
-        return ["failed"]
-    finally:
-        free(args)
-    for r in rows:
-        line = f"e2e {row.mode} {r.name[len('e2e '):]} @{batch}: {r.clips_per_s:.1f} clips/s"
-        log(line + (f" = {r.ratio:.0%} of the same step fed one batch on the device" if r.ratio else ""))
-    return rows
+        model = build_model(row.model, True, run_args)
+        frames, size, _ = clip_shape(model)
+        step = make_step("pretrain", model, row.batch, run_args, data=None)
+        with tempfile.TemporaryDirectory() as tmp:
+            dataset = PretrainDataset(clip_list(tmp, args, max(args.e2e_steps * row.batch * 4, 64)), num_frames=frames,
+                                      sampling_rate=2 if args.quick else 4, input_size=size, face_crop=True)
+            for workers in args.e2e_workers:
+                loader = build_loader(dataset, Namespace(num_workers=workers, batch_size=row.batch, pin_mem=True,
+                                                         device=args.device, seed=0), train=True)
+                batches = endless(loader)
+                fixed = [t.to(args.device) for t in next(batches)]
+                for _ in range(2):  # compiling, the workers' start, the allocator
+                    step(fixed)
+                    step(next(batches))
+                alone, fed = [], []
+                for _ in range(args.repeats):
+                    alone.append(seconds_per_step(step, itertools.repeat(fixed), args.e2e_steps, args))
+                    fed.append(seconds_per_step(step, batches, args.e2e_steps, args))
+                ratio = statistics.median(a / b for a, b in zip(alone, fed))
+                lines.append(f"e2e {row.mode} pretrain svfap_base @{row.batch}, {workers} loader worker"
+                             f"{'s' if workers > 1 else ''}: {row.batch / statistics.median(fed):.1f} clips/s = "
+                             f"{ratio:.0%} of the same step fed one batch on the device "
+                             f"({row.batch / statistics.median(alone):.1f} clips/s)")
+                del batches, loader
+    except Exception as e:  # report it: the rows before still mean something
+        lines.append(f"e2e: failed: {type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}")
+    free(args)
+    return lines
 
 
 def row_line(r):
@@ -285,23 +338,18 @@ def main(argv=None):
     # forward than dynamo keeps by default.
     torch._dynamo.config.cache_size_limit = 64
 
-    def log(line):
-        print(f"[{time.perf_counter() - wall:6.1f} s] {line}", flush=True)
-
     log(f"{machine(args)}; {args.device}, {dtype}; budget {args.budget_s:.0f} s; inductor cache {args.compile_cache}")
     seconds, flops, n, _ = matmul_peak(args)
     peak = flops / seconds
     log(f"matmul peak: {peak / 1e12:.1f} TFLOP/s ({dtype}, {n}x{n})")
-    rows, e2e = run_rows(args, deadline, log)
+    rows, e2e = run_rows(args, deadline)
     lines = table(rows, peak, cuda)
     skipped = sum(bool(r.note) for r in rows)
     summary = (f"{len(rows) - skipped} of {len(rows)} rows measured in {time.perf_counter() - wall:.0f} s "
                f"(budget {args.budget_s:.0f} s); matmul peak {peak / 1e12:.1f} TFLOP/s {dtype}")
     print("\n" + "\n".join(lines) + "\n\n" + summary)
     if args.markdown:
-        e2e_lines = [f"- {r.name} @{args.batch_sizes[0]}: {r.clips_per_s:.1f} clips/s"
-                     + (f" = {r.ratio:.0%} of the same step fed one batch on the device" if r.ratio else "")
-                     for r in e2e if not isinstance(r, str)]
+        e2e_lines = [f"- {line}" for line in e2e]
         text = ["# GPU check", "", "Generated by `python -m tools.benchmark.gpu_check " + " ".join(argv) + "`; "
                 "docs/benchmarks.md says how to read it.", "", f"- machine: {machine(args)}", f"- {summary}", "",
                 *lines, "", "## End to end", "", *(e2e_lines or ["- not measured"])]

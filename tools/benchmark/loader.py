@@ -1,33 +1,13 @@
-"""Clips per second of the training loaders (fine-tuning and pre-training), against a naive reader, and
-their CPU time per delivered clip.
+"""Clips per second of the training loaders (fine-tuning and pre-training), against a naive reader that
+decodes every frame and then samples, and their CPU time per delivered clip (what sets how many GPUs a
+node's cores can feed; tools/benchmark/loader_cpu.py). docs/benchmarks.md says how each is measured.
 
     python -m tools.benchmark.loader [--data DIR] [--frames 200] [--workers 1 2] [--device cpu]
 
-Without --data, the demo generator writes a set in a temporary folder, by default
-shaped like the pre-training videos (VoxCeleb2: 224x224 at 25 fps, ~8 s, here with
-a keyframe every second) and read like them (16 frames at stride 4, 160 px
-crops); --frames, --size, --gop, --train_per_class reshape it (the demo run's own
-set is `--frames 48 --size 64 --gop 16 --num_frames 8 --sampling_rate 6 --input_size 64`). How
-much seeking can save is bounded by the video length over the clip span plus a
-keyframe interval: one keyframe per video leaves little to skip. The training split is measured twice:
-its mp4 samples and its frame-folder samples. "ours" is the dataset as training uses it
-(decode / read only the frames of the clip): `VideoClsDataset` in train mode (RandAugment,
-random erasing) for fine-tuning, and for the mp4s also `PretrainDataset` (face crop,
-multi-scale crop, tube mask); "naive" is the same dataset and augmentations over a reader
-that decodes every frame of the video (or reads every image of the folder) and then
-samples. "decode only" times the readers alone, in this process, without augmentation,
-for both video backends.
-The machine may be shared and its speed drifts: decode-only figures are the best of
---repeats runs; the loaders are timed in turn (ours, naive, ours, naive, ...) for
---repeats rounds of at least --min_clips clips each, and a ratio is the median of the
-rounds' ratios, so a slow spell slows both sides of it alike.
-
-The last section (tools/benchmark/loader_cpu.py says how it is measured) gives CPU ms per
-delivered clip with one worker: the pre-training loader on the mp4s (face crop, multi-scale
-crop, tube mask), with --num_samples 1 and N, and on the same clips recropped by
-`preprocess.voxceleb2 --recrop` (whose own cost it prints), and the fine-tuning loader (full
-augmentation, random erasing 0.25) on a second generated set shaped like DFEW (--ft_size 256 px
-mp4s and jpg frame folders).
+Without --data it generates a set shaped like VoxCeleb2's (224 px at 25 fps, ~8 s, a keyframe a
+second) and reads it like pre-training does; the demo run's own set is `--frames 48 --size 64 --gop 16
+--num_frames 8 --sampling_rate 6 --input_size 64`. The machine may be shared: loaders are timed in
+alternating rounds and a ratio is the median of the rounds' ratios.
 """
 from __future__ import annotations
 

@@ -23,13 +23,12 @@ def log(msg):
 
 @dataclass
 class Row:
-    group: str  # matmul, train, infer, pretrain, memory, or e2e (tools.benchmark.gpu_check)
+    group: str  # matmul, train, infer, pretrain or memory
     name: str
     batch: int
     model: str = ""
     step: str = ""  # what a step row runs: train, infer or pretrain
     ckpt: bool = False
-    workers: int = 0
     reps: int = 0
     seconds: float | None = None  # per step
     flops: float | None = None  # per step

@@ -135,18 +135,19 @@ def training_loss(kind, model, run, args):
                                ModelInput(args.device, FINETUNE["reprob"]))
 
 
-def make_step(group, model, batch, args):
+def make_step(group, model, batch, args, data=()):
     """A callable running one step of ``group`` on ``model``: 'train' (fine-tuning) and 'pretrain' as the
     entry points train (returning the loss), 'infer' as they evaluate (normalisation and forward, no
-    gradient)."""
+    gradient). Its batch is a random one of ``batch`` clips on the device; with ``data=None`` the
+    callable takes the batch (a loader's) as its argument."""
     pretrain = group == "pretrain"
-    data = make_batch(model, batch, pretrain, args.device)
+    fixed = make_batch(model, batch, pretrain, args.device) if data is not None else None
     run = compiled_for(model, args)
     if group == "infer":
         model.eval()
         model_input = ModelInput(args.device)
 
-        def infer():
+        def infer(data=fixed):
             with torch.no_grad(), sdpa_context(args), autocast(args.device, args.amp_dtype):
                 run(model_input(data[0]))
         return infer
@@ -156,7 +157,7 @@ def make_step(group, model, batch, args):
                       Namespace(update_freq=1, clip_grad=None))
     compute_loss = training_loss(group if pretrain else "finetune", model, run, args)
 
-    def train():
+    def train(data=fixed):
         with sdpa_context(args):
             loss = compute_loss(data)
             stepper(loss, 0, 0)
