@@ -2,7 +2,7 @@
 compiled and with CUDA graphs, and whether the loader keeps the GPU busy; one command that keeps to a
 time budget (docs/benchmarks.md says what each column is):
 
-    python -m tools.benchmark.gpu_check [--budget_s 450] [--markdown docs/benchmarks/gpu_check.md]
+    python -m tools.benchmark.gpu_check [--budget_s 450] [--markdown docs/benchmarks/<gpu>.md]
 
 Rows run in order of importance, each one's cost estimated from the rows before it: what would not
 fit is skipped with a line saying so, a row that fails (out of memory) says so and the check goes
