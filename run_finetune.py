@@ -19,6 +19,7 @@ from engine import distributed as dist
 from engine.checkpoint import (BEST, LAST_EPOCH, Checkpointer, args_dict, load_on_all_ranks, provenance, resume,
                                training_state)
 from engine.cli import HelpFormatter, UserError, explicit_options, run_entry
+from engine.compile import first_step_line
 from engine.config import resolve
 from engine.device_batch import training_input
 from engine.files import write_together
@@ -248,6 +249,8 @@ def main(args, given=frozenset()):
     partial = (resumed or {}).get("partial")
     del resumed
     stepper = Stepper(model_ddp, optimizer, schedules, scaler, args, model_ema)
+    if args.compile:
+        stepper.after_first_step = lambda: print(first_step_line())
     compute_loss = classification_loss(model_ddp, criterion, device, amp, mixup_fn, training_input(args, device))
     tb = TensorboardLogger(args.log_dir)
     trace = StepTrace(args.trace_steps)

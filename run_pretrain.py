@@ -13,6 +13,7 @@ from datasets.build import build_pretraining_dataset, multiple_samples_collate
 from engine import distributed as dist
 from engine.checkpoint import Checkpointer, resume, training_state
 from engine.cli import HelpFormatter, RunError, UserError, run_entry
+from engine.compile import first_step_line
 from engine.config import resolve
 from engine.interrupt import StopRequest, stop_run
 from engine.loader import build_loader, resumable_epochs
@@ -85,6 +86,8 @@ def main(args):
     partial = (resumed or {}).get("partial")
     del resumed
     stepper = Stepper(model_ddp, optimizer, schedules, scaler, args)
+    if args.compile:
+        stepper.after_first_step = lambda: print(first_step_line())
     compute_loss = reconstruction_loss(model_ddp, device, amp, args.normlize_target,
                                        num_masked=dataset.mask_generator.num_masked)
     tb = TensorboardLogger(args.log_dir)

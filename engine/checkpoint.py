@@ -34,7 +34,7 @@ RUN_CONTROL = frozenset({
     "print_freq", "device", "gpu", "rank", "local_rank", "distributed",
     "dist_timeout", "save_ckpt_freq", "keep_last", "trace_steps", "backend", "strict", "max_bad_fraction",
     "data_root", "prefix_map", "dist_eval", "save_feature", "eval", "force_config", "compile", "compile_mode", "save_ckpt",
-    "class_names", "backbone", "test_best",
+    "compile_cache", "class_names", "backbone", "test_best",
     "amp",  # the precision --amp resolved to on this node (amp_requested is compared)
 })
 LAST_EPOCH = "none (last epoch)"

@@ -4,6 +4,8 @@ size, output folders), resolved once, right after parsing. Nothing else writes t
 import os
 from dataclasses import replace
 
+import torch
+
 from datasets.registry import check_recorded_names, get_dataset_info, read_class_names
 from models import checkpoint_args, read_checkpoint
 from models.from_checkpoint import CLIP_KEYS, MODEL_KEYS, checkpoint_config
@@ -11,6 +13,7 @@ from models.variants import PATCH_SIZE
 
 from . import distributed as dist
 from .cli import UserError
+from .compile import cache_dir, compile_enabled
 from .optim import scaled_lrs
 from .options import check_args
 from .rundir import prepare
@@ -48,7 +51,19 @@ def resolve(args, kind, given=frozenset()):
     if checkpoint is None:
         vars(args).update(scaled_lrs(args))
     _prepare_output(args, kind)
+    _resolve_compile(args)
     return info, checkpoint
+
+
+def _resolve_compile(args):
+    training = not getattr(args, "eval", False)  # evaluation runs eagerly
+    requested, args.compile = args.compile, compile_enabled(args.compile, args.device) and training
+    if requested == "auto" and training:
+        print(f"torch.compile: {'on' if args.compile else 'off'} (--compile auto on {args.device}: on CUDA only)")
+        # Chosen for the user: a model that fails to compile runs eagerly (torch prints why)
+        # instead of stopping the run; an explicit --compile True raises.
+        torch._dynamo.config.suppress_errors = args.compile
+    args.compile_cache = cache_dir(args.compile_cache, args.output_dir) if args.compile else None
 
 
 def _evaluated_checkpoint(args, given):

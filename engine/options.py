@@ -9,7 +9,8 @@ from models.from_checkpoint import CLIP_KEYS, MODEL_KEYS, OUTPUT_KEYS
 from models.variants import PATCH_SIZE
 
 from .cli import UserError, int_list
-from .runtime import COMPILE_MODES, PRECISIONS
+from .compile import COMPILE_MODES
+from .runtime import PRECISIONS
 
 
 def str2bool(value):
@@ -22,6 +23,11 @@ def str2bool(value):
     if v in ("0", "false", "f", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+def auto_or_bool(value):
+    """``auto`` or a boolean (:func:`str2bool`)."""
+    return "auto" if str(value).strip().lower() == "auto" else str2bool(value)
 
 
 def bool_arg(parser, name, default, help="", aliases=()):
@@ -99,10 +105,15 @@ def add_common_args(p):
                    help="append one JSON line per training iteration (epoch, step, lr, sample indices) to this file")
     p.add_argument("--start_epoch", default=0, type=int, help="first epoch (a resumed run continues where it stopped)")
     p.add_argument("--print_freq", default=20, type=int, help="iterations between progress lines")
-    bool_arg(p, "--compile", False, "torch.compile the model (same numbers as eager, faster steps after warm-up)")
+    p.add_argument("--compile", default="auto", type=auto_or_bool, nargs="?", const=True, metavar="{auto,True,False}",
+                   help="torch.compile the model (same numbers as eager, faster steps once compiled); auto = on "
+                        "CUDA, not on CPU")
     p.add_argument("--compile_mode", default="default", choices=COMPILE_MODES,
-                   help="torch.compile mode with --compile True; reduce-overhead uses CUDA graphs on GPUs "
-                        "(python -m tools.benchmark --compile --compile_mode ... measures them)")
+                   help="torch.compile mode when compiling; reduce-overhead uses CUDA graphs on GPUs "
+                        "(python -m tools.benchmark.gpu_check measures the modes)")
+    p.add_argument("--compile_cache", default=None, metavar="DIR",
+                   help="folder for inductor's compiled graphs and kernels, which a resumed or requeued run (on any "
+                        "node) reuses; default: OUTPUT_DIR/compile_cache")
     p.add_argument("--local_rank", "--local-rank", default=-1, type=int, help="ignored; torchrun sets LOCAL_RANK")
     p.add_argument("--dist_timeout", default=30, type=int,
                    help="minutes a process waits in a collective call for the others before the run fails")

@@ -6,6 +6,7 @@ from contextlib import nullcontext
 import torch
 
 from .cli import UserError
+from .compile import compiled, start_line, use_cache_dir
 
 PRECISIONS = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -118,19 +119,9 @@ def grad_scaler(device, dtype):
     return torch.amp.GradScaler(torch.device(device).type, enabled=enabled) if enabled else None
 
 
-# torch.compile's modes; the reduce-overhead ones capture CUDA graphs (no launch overhead per kernel).
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def compiled(module, mode="default"):
-    """``torch.compile(module)`` in one of :data:`COMPILE_MODES`."""
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"unknown compile mode {mode!r}; one of {', '.join(COMPILE_MODES)}")
-    return torch.compile(module, mode=None if mode == "default" else mode)
-
-
 def wrap_model(model, args, device):
-    """The module the training loop calls: DDP when distributed, then ``torch.compile`` if asked.
+    """The module the training loop calls: DDP when distributed, then ``torch.compile`` if
+    ``args.compile`` (resolved to a bool), its caches in ``args.compile_cache``.
 
     Checkpoints and evaluation keep using the plain ``model``.
     """
@@ -139,5 +130,7 @@ def wrap_model(model, args, device):
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[args.gpu] if torch.device(device).type == "cuda" else None)
     if args.compile:
+        use_cache_dir(getattr(args, "compile_cache", None))
+        print(start_line(getattr(args, "compile_cache", None)))
         wrapped = compiled(wrapped, args.compile_mode)
     return wrapped

@@ -27,6 +27,7 @@ class Stepper:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.bad_step = None
         self.bad_lr = None
+        self.after_first_step = None  # called once, after the first call (a compiled run's report)
 
     def is_boundary(self, it):
         return (it + 1) % self.update_freq == 0
@@ -48,7 +49,7 @@ class Stepper:
             scaled = loss / self.update_freq
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         if not self.is_boundary(it):
-            return None
+            return self._first_done(None)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         norm = None
@@ -64,7 +65,13 @@ class Stepper:
         self.optimizer.zero_grad(set_to_none=True)
         if self.model_ema is not None:
             self.model_ema.update(self.model, step=global_step)
-        return norm
+        return self._first_done(norm)
+
+    def _first_done(self, result):
+        if self.after_first_step is not None:
+            self.after_first_step()
+            self.after_first_step = None
+        return result
 
     def start(self, it, epoch, steps_per_epoch):
         """Global optimisation step of micro-batch ``it``; the schedules move at each new step."""

@@ -2,6 +2,14 @@
 
 Parameter names (``qkv`` + ``q_bias``/``v_bias``, ``cross_norm1``...) follow the release so that
 its checkpoints load unchanged; attention goes through ``scaled_dot_product_attention``.
+
+Eager steps under autocast on a GPU are bound by the host's per-op cost, and many of their kernels
+are dtype casts: autocast casts each weight (and each weight gradient) on its own and runs
+LayerNorm and softmax in fp32 on a bf16 residual stream. So on CUDA a block's weights are cast with
+one multi-tensor copy when the block is entered (their gradients with one when it is left),
+LayerNorm and softmax read and write the compute dtype (their kernels accumulate in fp32), and
+layers whose dropout is 0 do not call it. Compiled steps keep autocast's own casts: inductor fuses
+them.
 """
 import math
 from functools import partial
@@ -35,11 +43,130 @@ def init_weights(module, linear_init=None):
         nn.init.zeros_(module.bias)
 
 
+# Where a block's weights are cast at once: on CUDA each per-tensor cast is a kernel launch and a
+# few host ops, and the multi-tensor copy one kernel. On CPU the multi-tensor copy is a loop of
+# per-tensor copies, so autocast's own casts cost less host time there (and CPU autocast keeps
+# LayerNorm in bf16 already).
+CAST_ONCE_DEVICES = ("cuda",)
+
+
+def cast_once_dtype(x: torch.Tensor):
+    """The dtype a block entered with ``x`` casts its weights to at once: autocast's, when it is on
+    for ``x``'s device, that device is in :data:`CAST_ONCE_DEVICES` and the step runs eagerly."""
+    kind = x.device.type
+    if kind not in CAST_ONCE_DEVICES or torch.compiler.is_compiling() or not torch.is_autocast_enabled(kind):
+        return None
+    return torch.get_autocast_dtype(kind)
+
+
+def _contiguous_strides(shape):
+    strides, size = [], 1
+    for n in reversed(shape):
+        strides.append(size)
+        size *= n
+    return tuple(reversed(strides))
+
+
+def _cast_all(tensors, dtype):
+    """Copies of ``tensors`` in ``dtype``: views of one new buffer, filled by one multi-tensor copy."""
+    buffer = torch.empty(sum(t.numel() for t in tensors), dtype=dtype, device=tensors[0].device)
+    out, offset = [], 0
+    for t in tensors:
+        out.append(buffer.as_strided(t.shape, _contiguous_strides(t.shape), offset))
+        offset += t.numel()
+    torch._foreach_copy_(out, list(tensors))
+    return out
+
+
+class _CastAll(torch.autograd.Function):
+    """Tensors in ``dtype``, their gradients back in the tensors' dtype: one multi-tensor copy each
+    way (the values of autocast's per-tensor casts)."""
+
+    @staticmethod
+    def forward(ctx, dtype, *tensors):
+        ctx.set_materialize_grads(False)
+        ctx.source_dtype = tensors[0].dtype
+        return tuple(_cast_all(tensors, dtype))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        wanted = [i for i, g in enumerate(grads) if g is not None and ctx.needs_input_grad[i + 1]]
+        result = [None] * len(grads)
+        if wanted:
+            for i, g in zip(wanted, _cast_all([grads[i] for i in wanted], ctx.source_dtype)):
+                result[i] = g
+        return (None, *result)
+
+
+def _slots(module, dtype):
+    """``(dict, key, tensor)`` of the module's fp32 parameters and buffers to cast to ``dtype``: all,
+    but a LayerNorm's only when it is :class:`LayerNorm` and the dtype bf16 (with fp16 autocast keeps
+    the norm in fp32)."""
+    slots = []
+    for sub in module.modules():
+        if isinstance(sub, nn.LayerNorm) and not (isinstance(sub, LayerNorm) and dtype == torch.bfloat16):
+            continue
+        for store in (sub._parameters, sub._buffers):
+            slots += [(store, key, t) for key, t in store.items() if t is not None and t.dtype == torch.float32]
+    return slots
+
+
+def call_in_dtype(module, *inputs):
+    """``module(*inputs)``; under eager autocast with the module's weights cast to the compute dtype
+    at once instead of one by one where each is used.
+
+    The cast tensors stand in for the parameters in the modules' own stores while the call runs
+    (what ``torch.func.functional_call`` does, without its per-call bookkeeping, which costs more
+    host time than the casts it would save), so hooks and adapters inside still run.
+    """
+    dtype = cast_once_dtype(inputs[0])
+    slots = _slots(module, dtype) if dtype is not None else None
+    if not slots:
+        return module(*inputs)
+    # Frozen parameters are cast outside autograd: as outputs of the cast they would require gradients,
+    # and the matmuls would compute their (unused) weight gradients. Buffers ride along at no cost.
+    frozen = [i for i, (_, _, t) in enumerate(slots) if isinstance(t, nn.Parameter) and not t.requires_grad]
+    rest = [i for i in range(len(slots)) if i not in frozen]
+    cast = [None] * len(slots)
+    if rest:
+        for i, t in zip(rest, _CastAll.apply(dtype, *(slots[i][2] for i in rest))):
+            cast[i] = t
+    if frozen:
+        with torch.no_grad():
+            for i, t in zip(frozen, _cast_all([slots[i][2] for i in frozen], dtype)):
+                cast[i] = t
+    for (store, key, _), t in zip(slots, cast):
+        store[key] = t
+    try:
+        return module(*inputs)
+    finally:
+        for store, key, t in slots:
+            store[key] = t
+
+
 def run_block(block, *inputs, checkpoint=False):
-    """``block(*inputs)``, recomputed in the backward pass instead of stored when ``checkpoint``."""
+    """``block(*inputs)`` (through :func:`call_in_dtype`), recomputed in the backward pass instead of
+    stored when ``checkpoint``."""
     if checkpoint and block.training and torch.is_grad_enabled():
-        return torch.utils.checkpoint.checkpoint(block, *inputs, use_reentrant=False)
-    return block(*inputs)
+        return torch.utils.checkpoint.checkpoint(call_in_dtype, block, *inputs, use_reentrant=False)
+    return call_in_dtype(block, *inputs)
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` that, under autocast with its weights already in the input's dtype (cast by
+    :func:`call_in_dtype`), normalises in that dtype instead of casting its input and output to and
+    from fp32; the kernels accumulate in fp32 either way."""
+
+    def forward(self, x):
+        if self.weight is not None and x.dtype == self.weight.dtype != torch.float32:
+            with torch.autocast(x.device.type, enabled=False):
+                return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return super().forward(x)
+
+
+def dropout(p):
+    """``nn.Dropout(p)``, or ``nn.Identity`` when ``p`` is 0 (a dropout of 0 is still an op per call)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
 class Block(BeitBlock):
@@ -52,6 +179,7 @@ class Block(BeitBlock):
         super().__init__(dim, num_heads, qkv_bias=qkv_bias, mlp_ratio=mlp_ratio, proj_drop=drop,
                          attn_drop=attn_drop, drop_path=drop_path, init_values=init_values or None,
                          norm_layer=norm_layer)
+        self.attn.proj_drop, self.mlp.drop1, self.mlp.drop2 = dropout(drop), dropout(drop), dropout(drop)
 
 
 class CrossAttention(nn.Module):
@@ -65,12 +193,14 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(dim, dim * 2, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        # The keys' zero bias, as BEiT's attention keeps it: one concatenation builds kv's bias.
+        self.register_buffer("k_bias", torch.zeros(dim) if qkv_bias else None, persistent=False)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = dropout(proj_drop)
 
     def forward(self, x, context):
-        kv_bias = None if self.v_bias is None else torch.cat((torch.zeros_like(self.v_bias), self.v_bias))
+        kv_bias = None if self.v_bias is None else torch.cat((self.k_bias, self.v_bias))
         q = rearrange(F.linear(x, self.q.weight, self.q_bias), "b n (h d) -> b h n d", h=self.num_heads)
         k, v = rearrange(F.linear(context, self.kv.weight, kv_bias), "b n (two h d) -> two b h n d", two=2,
                          h=self.num_heads)
@@ -112,18 +242,29 @@ class SpatialBottleneck(nn.Module):
         super().__init__()
         self.num_tokens = num_tokens
         self.norm = norm_layer(dim)
-        self.mlp = Mlp(dim, hidden_dim, out_features=num_tokens, act_layer=nn.GELU)
+        self.mlp = Mlp(dim, hidden_dim, out_features=num_tokens, act_layer=nn.GELU, drop=0.0)
+        self.mlp.drop1 = self.mlp.drop2 = nn.Identity()
 
     def forward(self, x):
         """``x``: ``(B, T, S, C)`` → ``(B, T * G, C)`` in (t, g) order."""
-        weights = self.mlp(self.norm(x)).softmax(dim=2)  # (B, T, S, G)
-        tokens = torch.einsum("btsg,btsc->btgc", weights, x)
-        return tokens.flatten(1, 2)
+        scores = self.mlp(self.norm(x))  # (B, T, S, G)
+        # The softmax in the scores' dtype (autocast would cast them to fp32 and the weights back).
+        weights = scores.softmax(dim=2, dtype=scores.dtype)
+        return torch.matmul(weights.transpose(2, 3), x).flatten(1, 2)
 
 
 def temporal_downsample(op: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Apply a 1-D op along time for every spatial position: ``(B, T, S, C)`` → ``(B, T/k, S, C)``."""
-    b, _, s, _ = x.shape
+    """Apply a 1-D op along time for every spatial position: ``(B, T, S, C)`` → ``(B, T/k, S, C)``.
+
+    A strided ``nn.Conv1d`` (kernel = stride = k) is one matmul of each position's k consecutive
+    time steps, (t, c)-flattened, with the kernel reordered alike: fewer ops than a convolution of
+    the transposed tokens, with the same weights.
+    """
+    b, t, s, c = x.shape
+    if isinstance(op, nn.Conv1d) and op.kernel_size[0] == op.stride[0] and op.padding[0] == 0:
+        k = op.kernel_size[0]
+        steps = x.reshape(b, t // k, k, s, c).transpose(2, 3).reshape(b, t // k, s, k * c)
+        return F.linear(steps, op.weight.transpose(1, 2).reshape(op.out_channels, k * c), op.bias)
     y = op(rearrange(x, "b t s c -> (b s) c t"))
     return rearrange(y, "(b s) c t -> b t s c", b=b, s=s)
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 
-from .layers import Block, init_weights, run_block, sinusoid_table
+from .layers import Block, LayerNorm, init_weights, run_block, sinusoid_table
 from .tpsbt import TPSBTTrunk
 
 
@@ -52,7 +52,7 @@ class PretrainTPSBTEncoder(TPSBTTrunk):
 
     def __init__(self, num_classes=0, **kwargs):
         super().__init__(**kwargs)
-        norm_layer = kwargs.get("norm_layer") or partial(nn.LayerNorm, eps=1e-6)
+        norm_layer = kwargs.get("norm_layer") or partial(LayerNorm, eps=1e-6)
         self.norm = norm_layer(self.embed_dim)
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(partial(init_weights, linear_init=nn.init.xavier_uniform_))
@@ -77,7 +77,7 @@ class PretrainDecoder(nn.Module):
                  drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=None, init_values=0.0,
                  grad_checkpointing=False):
         super().__init__()
-        norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
+        norm_layer = norm_layer or partial(LayerNorm, eps=1e-6)
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], init_values,
@@ -109,7 +109,7 @@ class PretrainTPSBT(nn.Module):
         super().__init__()
         embed_dim = encoder_embed_dim or embed_dim
         num_heads = encoder_num_heads or num_heads
-        norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
+        norm_layer = norm_layer or partial(LayerNorm, eps=1e-6)
         self.patch_size, self.tubelet_size = patch_size, tubelet_size
         if decoder_num_classes is None:
             decoder_num_classes = in_chans * tubelet_size * patch_size ** 2

@@ -12,8 +12,8 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models._features import feature_take_indices
 
-from .layers import Block, CrossSelfBlock, PatchEmbed3d, SpatialBottleneck, init_weights, run_block, sinusoid_table, \
-    temporal_downsample
+from .layers import Block, CrossSelfBlock, LayerNorm, PatchEmbed3d, SpatialBottleneck, call_in_dtype, dropout, \
+    init_weights, run_block, sinusoid_table, temporal_downsample
 
 _ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "softmax": partial(torch.softmax, dim=-1)}
 
@@ -39,7 +39,7 @@ class TPSBTTrunk(nn.Module):
                  temporal_downsample="conv", use_temporal_pyramid=True, use_bottleneck=True,
                  bottleneck_hidden_dim=128, grad_checkpointing=False):
         super().__init__()
-        norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
+        norm_layer = norm_layer or partial(LayerNorm, eps=1e-6)
         self.embed_dim = self.num_features = embed_dim
         self.stage_depths = [int(d) for d in stage_depths]
         self.grad_checkpointing = grad_checkpointing
@@ -60,7 +60,7 @@ class TPSBTTrunk(nn.Module):
             trunc_normal_(self.pos_embed, std=0.02)
         else:
             self.register_buffer("pos_embed", sinusoid_table(num_patches, embed_dim), persistent=False)
-        self.pos_drop = nn.Dropout(drop_rate)
+        self.pos_drop = dropout(drop_rate)
 
         dpr = torch.linspace(0, drop_path_rate, sum(self.stage_depths)).tolist()
         kw = dict(num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate,
@@ -161,7 +161,7 @@ class TPSBTTrunk(nn.Module):
             tokens = x.reshape(b, t_i * s, c)
             stage_blocks = self.blocks[sl]
             if self.use_bottleneck:
-                z = self.spatial_downsamples[i](x)
+                z = call_in_dtype(self.spatial_downsamples[i], x)
                 for blk in stage_blocks[:-1]:
                     z = self._run(blk, z, tokens)
                 tokens = self._run(stage_blocks[-1], tokens, z)
@@ -175,10 +175,11 @@ class TPSBTTrunk(nn.Module):
     @staticmethod
     def fuse(outs):
         """Multi-scale fusion: upsample each stage in time (nearest) to stage 1 and sum."""
-        t = outs[0].shape[1]
+        b, t, s, c = outs[0].shape
         fused = outs[0]
         for o in outs[1:]:
-            fused = fused + o.repeat_interleave(t // o.shape[1], dim=1)
+            # Nearest upsampling as a broadcast over the time steps each one covers: no copy.
+            fused = (fused.view(b, o.shape[1], -1, s, c) + o.unsqueeze(2)).view(b, t, s, c)
         return fused
 
 
@@ -190,13 +191,13 @@ class TPSBT(TPSBTTrunk):
         if all_frames is not None:  # the release's name for num_frames
             kwargs["num_frames"] = all_frames
         super().__init__(**kwargs)
-        norm_layer = kwargs.get("norm_layer") or partial(nn.LayerNorm, eps=1e-6)
+        norm_layer = kwargs.get("norm_layer") or partial(LayerNorm, eps=1e-6)
         self.num_classes = num_classes
         self.keep_temporal_dim = keep_temporal_dim
         self.fuse_stages = fuse_stages
         self.norm = nn.Identity() if use_mean_pooling else norm_layer(self.embed_dim)
         self.fc_norm = norm_layer(self.embed_dim) if use_mean_pooling else None
-        self.fc_dropout = nn.Dropout(kwargs.get("drop_rate", 0.0))
+        self.fc_dropout = dropout(kwargs.get("drop_rate", 0.0))
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         if isinstance(head_activation_func, str):
             if head_activation_func not in _ACTIVATIONS:

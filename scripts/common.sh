@@ -16,6 +16,8 @@
 # DEVICE=cuda (default): the runs ask for the GPU and fail with a clear error where CUDA is not usable
 # (a login node, a driver older than torch's CUDA: docs/cluster.md); DEVICE=cpu runs on the CPU on purpose.
 # DRY_RUN=1 prints every command instead of running it.
+# COMPILE (auto, True or False; default auto: compiled on CUDA) is the training runs' --compile; the
+# compiled graphs are cached under each run's output folder, so a resumed or requeued run reuses them.
 
 SVFAP_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -123,7 +125,7 @@ svfap_pretrain() {
     --opt_betas $OPT_BETAS --opt_eps "$OPT_EPS" --drop_path "$DROP_PATH" \
     --num_frames "$NUM_FRAMES" --sampling_rate "$SAMPLING_RATE" --input_size "$INPUT_SIZE" \
     --mask_type "$MASK_TYPE" --mask_ratio "$MASK_RATIO" --decoder_depth "$DECODER_DEPTH" \
-    --normlize_target "$NORMLIZE_TARGET" --face_crop "$FACE_CROP" --device "$DEVICE" \
+    --normlize_target "$NORMLIZE_TARGET" --face_crop "$FACE_CROP" --device "$DEVICE" --compile "${COMPILE:-auto}" \
     --output_dir "$OUTPUT_DIR" "$@"
 }
 
@@ -164,7 +166,8 @@ svfap_finetune() {
         --init_scale "$INIT_SCALE" --num_frames "$NUM_FRAMES" --sampling_rate "$SAMPLING_RATE" \
         --input_size "$INPUT_SIZE" --num_sample "$NUM_SAMPLE" --aa "$AA" --reprob "$REPROB" \
         --mixup "$MIXUP" --cutmix "$CUTMIX" --smoothing "$SMOOTHING" --mixup_prob "$MIXUP_PROB" \
-        --mixup_switch_prob "$MIXUP_SWITCH_PROB" --mixup_mode "$MIXUP_MODE" --output_dir "$out" "$@"
+        --mixup_switch_prob "$MIXUP_SWITCH_PROB" --mixup_mode "$MIXUP_MODE" --compile "${COMPILE:-auto}" \
+        --output_dir "$out" "$@"
     fi
     if [ "$DRY_RUN" != 1 ] && [ ! -f "$out/$EVAL_CKPT" ]; then
       svfap_die "$out/$EVAL_CKPT not found (set EVAL_CKPT to the checkpoint to test)"

@@ -1,33 +1,13 @@
-"""Clips per second of the training loaders (fine-tuning and pre-training), against a naive reader, and
-their CPU time per delivered clip against the old host-float path (the workers normalise and collate float32).
+"""Clips per second of the training loaders (fine-tuning and pre-training), against a naive reader that
+decodes every frame and then samples, and their CPU time per delivered clip (what sets how many GPUs a
+node's cores can feed; tools/benchmark/loader_cpu.py). docs/benchmarks.md says how each is measured.
 
     python -m tools.benchmark.loader [--data DIR] [--frames 200] [--workers 1 2] [--device cpu]
 
-Without --data, the demo generator writes a set in a temporary folder, by default
-shaped like the pre-training videos (VoxCeleb2: 224x224 at 25 fps, ~8 s, here with
-a keyframe every second) and read like them (16 frames at stride 4, 160 px
-crops); --frames, --size, --gop, --train_per_class reshape it (the demo run's own
-set is `--frames 48 --size 64 --gop 16 --num_frames 8 --sampling_rate 6 --input_size 64`). How
-much seeking can save is bounded by the video length over the clip span plus a
-keyframe interval: one keyframe per video leaves little to skip. The training split is measured twice:
-its mp4 samples and its frame-folder samples. "ours" is the dataset as training uses it
-(decode / read only the frames of the clip): `VideoClsDataset` in train mode (RandAugment,
-random erasing) for fine-tuning, and for the mp4s also `PretrainDataset` (face crop,
-multi-scale crop, tube mask); "naive" is the same dataset and augmentations over a reader
-that decodes every frame of the video (or reads every image of the folder) and then
-samples. "decode only" times the readers alone, in this process, without augmentation,
-for both video backends.
-The machine may be shared and its speed drifts: decode-only figures are the best of
---repeats runs; the loaders are timed in turn (ours, naive, ours, naive, ...) for
---repeats rounds of at least --min_clips clips each, and a ratio is the median of the
-rounds' ratios, so a slow spell slows both sides of it alike.
-
-The last section (tools/benchmark/loader_cpu.py says how it is measured) gives CPU ms per
-delivered clip with one worker: the pre-training loader on the mp4s (face crop, multi-scale
-crop, tube mask), with --num_samples 1 and N, and on the same clips recropped by
-`preprocess.voxceleb2 --recrop` (whose own cost it prints), and the fine-tuning loader (full
-augmentation, random erasing 0.25) on a second generated set shaped like DFEW (--ft_size 256 px
-mp4s and jpg frame folders), each against the old host-float path (the workers normalise and collate float32).
+Without --data it generates a set shaped like VoxCeleb2's (224 px at 25 fps, ~8 s, a keyframe a
+second) and reads it like pre-training does; the demo run's own set is `--frames 48 --size 64 --gop 16
+--num_frames 8 --sampling_rate 6 --input_size 64`. The machine may be shared: loaders are timed in
+alternating rounds and a ratio is the median of the rounds' ratios.
 """
 from __future__ import annotations
 
@@ -236,7 +216,7 @@ def recrop_all(videos, out):
 
 
 def cpu_section(args, tmp, videos, ft_samples):
-    """CPU ms per delivered clip (one worker): both loaders, the uint8 path against the old host-float path."""
+    """CPU ms per delivered clip (one worker) of both loaders."""
     L = loader_cpu
     clip = dict(num_frames=args.num_frames, sampling_rate=args.sampling_rate, input_size=args.input_size)
     print(f"\nCPU ms per delivered clip, 1 worker, batches of {args.batch_size} clips, the batch work on "
@@ -252,30 +232,25 @@ def cpu_section(args, tmp, videos, ft_samples):
         if subset:
             csv = write_csv(os.path.join(tmp, f"cpu_ft_{kind.split()[0]}.csv"), [(s.path, s.label) for s in subset])
             ds = VideoClsDataset(csv, mode="train", **clip)
-            today = f"fine-tuning {kind}, host float (old path)"
-            configs += [L.Config(today, L.HostFloat(ds, reprob=0.25), L.device_work(args.device, "finetune"),
-                                 batch_items=args.batch_size),
-                        L.Config(f"fine-tuning {kind}, uint8", ds, L.device_work(args.device, "finetune", reprob=0.25),
-                                 today, batch_items=args.batch_size)]
+            configs.append(L.Config(f"fine-tuning {kind}", ds, L.device_work(args.device, "finetune", reprob=0.25),
+                                    batch_items=args.batch_size))
     L.measure(configs, args.cpu_rounds, args.cpu_clips, args.cpu_seconds, args.device)
     for line in L.report(configs):
         print(line, flush=True)
 
 
 def pretrain_configs(args, tmp, videos, kw):
-    """The old host-float path, then the uint8 path with --num_samples 1 and N, on the mp4s and recropped."""
+    """The pre-training loader with --num_samples 1 and N, on the mp4s and recropped."""
     L = loader_cpu
     source = write_csv(os.path.join(tmp, "cpu_pretrain.csv"), [(s.path, 0) for s in videos])
     recropped = write_csv(os.path.join(tmp, "cpu_recropped.csv"), recrop_all(videos, os.path.join(tmp, "recropped")))
     work = L.device_work(args.device, "pretrain")
-    today = "pre-training, host float (old path)"
-    configs = [L.Config(today, L.HostFloat(PretrainDataset(source, **kw)), work, batch_items=args.batch_size)]
+    configs = []
     for csv, name in ((source, "pre-training"), (recropped, "pre-training, recropped")):
         for k in sorted({1, args.num_samples}):
             configs.append(L.Config(
-                f"{name}, uint8" + (f", num_samples {k}" if k > 1 else ""), PretrainDataset(csv, num_samples=k, **kw),
-                work, today, batch_items=max(1, args.batch_size // k),
-                collate=multiple_samples_collate if k > 1 else None))
+                name + (f", num_samples {k}" if k > 1 else ""), PretrainDataset(csv, num_samples=k, **kw),
+                work, batch_items=max(1, args.batch_size // k), collate=multiple_samples_collate if k > 1 else None))
     return configs
 
 

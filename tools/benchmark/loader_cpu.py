@@ -1,15 +1,12 @@
 """CPU milliseconds per delivered clip of the training loaders, with one worker: what sets how many
 GPUs a node's cores can feed.
 
-Each loader is measured side by side with the old host-float path (`HostFloat`: the worker
-normalises, erases and collates float32 clips, as before the uint8 path) in one run. "worker" is
-the CPU time (user + system, from /proc) of the loader's worker process over whole epochs, divided
-by the clips delivered; it includes decoding, augmentation and collation into shared memory.
-"main" is the CPU time of this process over the same epochs: receiving the batches and the work
-the uint8 path moves to the device (normalisation, erasing, reconstruction targets), which costs
-CPU time here only when the device is the CPU. Rounds take the loaders in turn, in alternating
-order, so that a slow spell of a shared machine weighs on all of them; a ratio is the median of
-the rounds' ratios of the host-float worker time over this loader's.
+"worker" is the CPU time (user + system, from /proc) of the loader's worker process over whole
+epochs, divided by the clips delivered; it includes decoding, augmentation and collation into
+shared memory. "main" is the CPU time of this process over the same epochs: receiving the batches
+and the batch work the training step does on the device (normalisation, erasing, reconstruction
+targets), which costs CPU time here only when the device is the CPU. Rounds take the loaders in
+turn, in alternating order, so that a slow spell of a shared machine weighs on all of them.
 """
 from __future__ import annotations
 
@@ -34,31 +31,14 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-class HostFloat(Dataset):
-    """Today's division of work over a uint8 dataset: each item's clips normalised (and erased with
-    probability `reprob`) in the worker, so that workers collate and share float32 clips."""
-
-    def __init__(self, dataset, reprob=0.0):
-        self.dataset, self.prepare = dataset, ModelInput("cpu", reprob)
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        item = self.dataset[index]
-        return (self.prepare(item[0]), *item[1:])
-
-
 def device_work(device, kind, reprob=0.0, patch=16, tubelet=2):
-    """What the training step does with a batch before the model, on `device`: the copy, then the
-    uint8 path's normalisation and erasing (host-float clips arrive ready), and for pre-training
-    the reconstruction targets."""
+    """What the training step does with a batch before the model, on `device`: the copy,
+    normalisation and erasing, and for pre-training the reconstruction targets."""
     prepare = ModelInput(device, reprob)
 
     def work(batch):
         clips = to_device(batch[0], device)
-        if clips.dtype == torch.uint8:
-            prepare(clips)
+        prepare(clips)
         if kind == "pretrain":
             reconstruction_target(clips, batch[1].flatten(1).bool(), patch, tubelet)
     return work
@@ -69,7 +49,6 @@ class Config:
     label: str
     dataset: Dataset
     work: object  # batch -> None, the main process's share
-    baseline: str | None = None  # label of the host-float config this one is compared with
     batch_items: int = 8  # dataset items per batch (each holds num_samples clips)
     collate: object = None
     worker_ms: list = field(default_factory=list)
@@ -119,16 +98,9 @@ def measure(configs, rounds, min_clips, min_seconds, device):
 
 
 def report(configs):
-    """Text lines: median [min-max] worker ms, median main ms, and how many times less worker CPU
-    a clip takes than with its host-float baseline (the median [min-max] of the rounds' ratios)."""
-    by_label = {c.label: c for c in configs}
+    """Text lines: median [min-max] worker ms and median main ms per clip. (A worker's CPU time is
+    read in clock ticks, so a short round can read 0.)"""
     width = max(len(c.label) for c in configs)
-    lines = []
-    for c in configs:
-        line = (f"  {c.label:<{width}}  worker {statistics.median(c.worker_ms):6.1f} ms/clip "
-                f"[{min(c.worker_ms):.1f}-{max(c.worker_ms):.1f}]  main {statistics.median(c.main_ms):5.1f} ms/clip")
-        if c.baseline:
-            ratios = [b / w for b, w in zip(by_label[c.baseline].worker_ms, c.worker_ms)]
-            line += f"  {statistics.median(ratios):.2f}x less [{min(ratios):.2f}-{max(ratios):.2f}]"
-        lines.append(line)
-    return lines
+    return [f"  {c.label:<{width}}  worker {statistics.median(c.worker_ms):6.1f} ms/clip "
+            f"[{min(c.worker_ms):.1f}-{max(c.worker_ms):.1f}]  main {statistics.median(c.main_ms):5.1f} ms/clip"
+            for c in configs]

@@ -44,7 +44,7 @@ def _child(row, args, queue):
     try:
         # The first step of any model maps kernels and libraries into memory (~100 MB); a tiny
         # step first puts that into the baseline instead of into the row's peak.
-        measure_step(Row(row.group, "warm-up", 1, model=row.model, step=row.step, ckpt=row.ckpt),
+        measure_step(Row(row.group, "warm-up", 2, model=row.model, step=row.step, ckpt=row.ckpt),
                      Namespace(**{**vars(args), "quick": True}), 0, 1)
         queue.put(measure_step(row, args, 0, 1))
     except Exception as e:  # the parent reports it and goes on with the other rows

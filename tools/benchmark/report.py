@@ -4,6 +4,7 @@ import os
 import platform
 import shlex
 import statistics
+import time
 from dataclasses import dataclass
 
 import timm
@@ -12,17 +13,24 @@ import torch
 from .workloads import BASELINE
 
 
+_START = time.perf_counter()
+
+
+def log(msg):
+    """A progress line, stamped with the seconds since the benchmark started."""
+    print(f"[{time.perf_counter() - _START:6.1f} s] {msg}", flush=True)
+
+
 @dataclass
 class Row:
-    group: str  # matmul, train, infer, pretrain, memory, loader or e2e
+    group: str  # matmul, train, infer, pretrain or memory
     name: str
     batch: int
     model: str = ""
     step: str = ""  # what a step row runs: train, infer or pretrain
     ckpt: bool = False
-    workers: int = 0
     reps: int = 0
-    seconds: float | None = None  # per step (per batch for the loader)
+    seconds: float | None = None  # per step
     flops: float | None = None  # per step
     mem_mb: float | None = None
     ratio: float | None = None
@@ -69,10 +77,6 @@ def add_ratios(rows):
             plain = find(rows, r.name[: -len(" ckpt")])
             if plain and plain.mem_mb:
                 r.ratio, r.vs = r.mem_mb / plain.mem_mb, "memory vs no ckpt"
-        elif r.group == "loader":
-            model = find(rows, "train svfap_base")
-            if model:
-                r.ratio, r.vs = r.clips_per_s / model.clips_per_s, "clips/s vs train svfap_base"
 
 
 def ratio_lines(rows):
@@ -93,17 +97,6 @@ def ratio_lines(rows):
             lines.append(f"activation checkpointing cuts the peak memory of {r.step} {r.model} at batch {r.batch} by "
                          f"{1 - r.ratio:.0%} ({plain.mem_mb:.0f} -> {r.mem_mb:.0f} MB) at "
                          f"{r.seconds / plain.seconds:.2f}x its step time")
-    model = find(rows, "train svfap_base")
-    for r in rows:
-        if r.group == "loader" and r.ratio:
-            lines.append(f"{r.name}: {r.clips_per_s:.1f} clips/s = {r.ratio:.2f}x what the svfap_base train step "
-                         f"consumes ({model.clips_per_s:.2f} clips/s): "
-                         f"{'input-bound' if r.ratio < 1 else 'not input-bound'}")
-    alone = find(rows, "e2e pretrain svfap_base, model only")
-    for r in rows:
-        if r.group == "e2e" and r.ratio:
-            lines.append(f"{r.name}: {r.clips_per_s:.2f} clips/s = {r.ratio:.0%} of the same step fed one batch on "
-                         f"the device ({alone.clips_per_s:.2f} clips/s, in the same rounds)")
     return lines
 
 

@@ -1,68 +1,43 @@
 """Side-by-side performance benchmark: SVFAP against the VideoMAE baseline, in one run.
 
-    python -m tools.benchmark [--device cuda] [--amp bf16|fp16] [--vs_fp32] [--compile] [--markdown docs/benchmarks/cpu.md]
+    python -m tools.benchmark [--device cuda] [--amp bf16|fp16] [--vs_fp32] [--compile auto|True|False]
+                              [--markdown docs/benchmarks/cpu.md]
 
 Rows, all measured in this run on this machine:
   matmul    a large square matmul of the device and dtype: the practical peak
-  train     fine-tuning step (forward, loss, backward, AdamW with layer decay) of
-            svfap_base, svfap_small and videomae_base at --batch_size (with --vs_fp32 also
-            svfap_base in fp32, against the run's precision)
-  infer     forward in eval mode, no grad
-  pretrain  masked-autoencoder step at mask ratio 0.9 (target, forward, loss, backward, AdamW)
+  train     fine-tuning step of svfap_base, svfap_small and videomae_base at --batch_size, as
+            run_finetune runs it (uint8 clips normalised and erased on the device, mixup / cutmix,
+            forward, loss, backward, AdamW with layer decay); with --vs_fp32 also svfap_base in
+            fp32, against the run's precision
+  infer     normalisation and forward in eval mode, no grad
+  pretrain  masked-autoencoder step as run_pretrain runs it (uint8 clips and tube masks at ratio
+            0.9, targets and normalisation on the device, forward with the static masked-token
+            count, loss, backward, AdamW)
   memory    the training steps again at --memory_batch, without and with activation checkpointing
-  loader    the fine-tuning training loader (VideoClsDataset over a generated demo set) for
-            each --workers count, against the clips/s the svfap_base training step consumes
-  e2e       pre-training svfap_base fed by its loader (generated VoxCeleb2-shaped mp4s) with
-            --e2e_workers workers, against the same step fed one batch on the device (by default
-            on CUDA only; on CPU the workers and the model share the cores)
 
-docs/benchmarks.md says how each column is measured. --quick shrinks every model and the loader
-clips so that the whole run takes seconds (for tests; its numbers mean nothing).
+docs/benchmarks.md says how each column is measured. --compile (auto: on CUDA) compiles the models
+as the entry points do, each as one graph (a graph break fails the row). --quick shrinks every
+model so that the whole run takes seconds (for tests; its numbers mean nothing).
 """
 import argparse
 import datetime
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 import torch
 
-from datasets.annotations import read_annotations
-from datasets.demo import generate
-from datasets.finetune import VideoClsDataset
 from engine.cli import HelpFormatter
-from engine.runtime import COMPILE_MODES, PRECISIONS, keep_freed_host_memory, precision
+from engine.compile import COMPILE_MODES, compile_enabled
+from engine.options import auto_or_bool
+from engine.runtime import PRECISIONS, keep_freed_host_memory, precision
 
-from .end_to_end import e2e_rows
-from .loader import loader_rate
 from .memory import FreshProcesses, measure_step, memory_peak_mb, memory_start
-from .report import Row, add_ratios, command_line, machine, ratio_lines, text_table, write_markdown
+from .report import Row, add_ratios, command_line, log, machine, ratio_lines, text_table, write_markdown
 from .workloads import MODELS, PRETRAIN_MODELS, build_model, make_step, matmul_peak, step_flops, sync, with_precision
 
-GROUPS = ["train", "infer", "pretrain", "memory", "loader", "e2e"]
-
-
-def loader_rows(args, workers_list):
-    """Clips/s of the fine-tuning training loader, at the clip shape the models take."""
-    frames, size = (8, 32) if args.quick else (16, 160)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        # A few distinct clips, listed many times: decoding cost is per read, generation is slow.
-        generate(tmp, size=args.loader_size, frames=args.loader_frames, train_per_class=2, eval_per_class=0)
-        samples = read_annotations(os.path.join(tmp, "train.csv"))
-        csv = os.path.join(tmp, "bench.csv")
-        with open(csv, "w") as f:
-            f.writelines(f"{samples[i % len(samples)].path} {samples[i % len(samples)].label}\n"
-                         for i in range(args.loader_clips))
-        for w in workers_list:
-            ds = VideoClsDataset(csv, mode="train", num_frames=frames, sampling_rate=args.loader_stride,
-                                 input_size=size)
-            rate = loader_rate(ds, w, args.loader_batch)
-            rows.append(Row("loader", f"loader {w} worker{'s' if w > 1 else ''}", args.loader_batch,
-                            workers=w, reps=1, seconds=args.loader_batch / rate))
-    return rows
+GROUPS = ["train", "infer", "pretrain", "memory"]
 
 
 def plan(args):
@@ -80,13 +55,6 @@ def plan(args):
     if args.only:
         rows = [r for r in rows if r.group in args.only or r.model in args.only]
     return rows
-
-
-_START = time.perf_counter()
-
-
-def log(msg):
-    print(f"[{time.perf_counter() - _START:6.1f} s] {msg}", flush=True)
 
 
 def interleaved_seconds(rows, args):
@@ -163,14 +131,6 @@ def run(args):
             if cuda:
                 torch.cuda.empty_cache()
         log(f"{row.name:<28} batch {row.batch:>3}  {row.seconds * 1e3:10.1f} ms  mem {row.mem_mb:8.0f} MB")
-    if args.only is None or "loader" in args.only:
-        rows += loader_rows(args, args.workers)
-        for r in rows[-len(args.workers):]:
-            log(f"{r.name:<28} {r.clips_per_s:.1f} clips/s")
-    if "e2e" in (args.only or (["e2e"] if cuda else [])):
-        rows += e2e_rows(args)
-        for r in rows[-len(args.e2e_workers) - 1:]:
-            log(f"{r.name:<28} {r.clips_per_s:.2f} clips/s")
     peaks.append(measure_peak(args))
     add_ratios(rows)
     return min(peaks, key=lambda p: p.seconds), rows
@@ -190,26 +150,18 @@ def get_parser():
                     help="autocast dtype; auto = bf16 on CUDA and on CPUs with native bf16, else none (fp32)")
     ap.add_argument("--vs_fp32", action="store_true",
                     help="also step svfap_base in fp32 with the train rows: the speed-up of --amp over fp32")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the models (not the flop count)")
+    ap.add_argument("--compile", default="auto", type=auto_or_bool, nargs="?", const=True, metavar="{auto,True,False}",
+                    help="torch.compile the models as the entry points do (auto: on CUDA); not the flop count")
     ap.add_argument("--compile_mode", default="default", choices=COMPILE_MODES,
-                    help="torch.compile mode with --compile (reduce-overhead: CUDA graphs)")
+                    help="torch.compile mode when compiling (reduce-overhead: CUDA graphs)")
     ap.add_argument("--batch_size", type=int, help="step rows (default 2 on CPU, 32 on CUDA)")
     ap.add_argument("--memory_batch", type=int, default=8, help="checkpointing memory rows")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per row first (compilation falls here)")
     ap.add_argument("--repeats", type=int, default=3, help="timed steps per row (the median is reported)")
     ap.add_argument("--threads", type=int, help="torch threads (default: the cores available)")
-    ap.add_argument("--workers", type=int, nargs="+", help="loader worker counts (default 1..cores)")
-    ap.add_argument("--loader_clips", type=int, default=96, help="clips each loader configuration reads")
-    ap.add_argument("--loader_batch", type=int, default=8, help="clips per loader batch")
-    ap.add_argument("--loader_size", type=int, default=224, help="side of the generated source frames")
-    ap.add_argument("--loader_frames", type=int, default=64, help="frames per generated video")
-    ap.add_argument("--loader_stride", type=int, default=4, help="sampling rate of the clips")
-    ap.add_argument("--e2e_workers", type=int, nargs="+",
-                    help="loader workers of the end-to-end rows (default: the cores available but one)")
-    ap.add_argument("--e2e_steps", type=int, default=20, help="steps per round of the end-to-end rows")
     ap.add_argument("--only", nargs="+", help=f"rows to run: groups ({', '.join(GROUPS)}) and/or model names "
                     f"({', '.join(MODELS)}); the matmul peak always runs")
-    ap.add_argument("--quick", action="store_true", help="tiny models and loader, few repeats (tests)")
+    ap.add_argument("--quick", action="store_true", help="tiny models, few repeats (tests)")
     ap.add_argument("--markdown", help="also write the table as markdown to this file (docs/benchmarks/*.md)")
     return ap
 
@@ -226,14 +178,10 @@ def parse_args(argv=None):
             ap.error(f"--only: unknown {sorted(unknown)}")
     cores = len(os.sched_getaffinity(0))
     args.threads = args.threads or cores
-    args.workers = args.workers or list(range(1, cores + 1))
-    args.e2e_workers = args.e2e_workers or [max(1, cores - 1)]
+    args.compile = compile_enabled(args.compile, args.device)
     if args.quick:
-        args.batch_size = args.batch_size or 1
+        args.batch_size = args.batch_size or 2
         args.memory_batch, args.warmup, args.repeats = 2, 1, 2
-        args.loader_clips, args.loader_batch, args.loader_size = 8, 2, 32
-        args.loader_frames, args.loader_stride, args.workers = 16, 2, args.workers[:2]
-        args.e2e_steps = 2
     args.batch_size = args.batch_size or (32 if cuda else 2)
     amp = precision(args.amp, args.device)
     args.amp_dtype = PRECISIONS[amp]
