@@ -1,10 +1,8 @@
 """tools/export.py: a LoRA checkpoint exported to ONNX (merged on the way) gives PyTorch's logits in
 onnxruntime for batches of 1 and 3, carries its class names and preprocessing as metadata, and the
-README's snippet, run without this repository, reproduces tools.predict on a video."""
+standalone tools/onnx_predict.py reproduces tools.predict on a video."""
+import ast
 import json
-import re
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -19,7 +17,7 @@ from engine.checkpoint import save_checkpoint, training_state
 from models import load_pretrained, model_from_checkpoint
 from models.tuning import Tuning, apply_tuning, backbone_reference
 from test_models_tuning import ARGS, randomise_adapters, tiny
-from tools import export, predict
+from tools import export, onnx_predict, predict
 
 NAMES = ["joy", "anger", "sadness", "fear", "surprise"]
 
@@ -66,24 +64,24 @@ def test_the_metadata_says_how_to_build_a_clip(exported):
     assert isinstance(dims[0], str) and dims[1:] == [3, 8, 32, 32]  # a dynamic batch
 
 
-def readme_snippet():
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Running an exported model", 1)[1].split("\n## ", 1)[0]
-    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    return code
+def test_onnx_predict_needs_nothing_from_this_repository():
+    """Its promise is that it runs beside the .onnx file alone: only the standard library, numpy,
+    PyAV and onnxruntime."""
+    tree = ast.parse((REPO / "tools" / "onnx_predict.py").read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported == {"argparse", "json", "av", "numpy", "onnxruntime"}, imported
 
 
 @pytest.mark.parametrize("size,atol", [(32, 2e-4), (64, 5e-3)])
-def test_the_readme_snippet_runs_the_model_without_the_repository(exported, tmp_path, size, atol):
-    """At the model's 32 px the snippet sees the frames tools.predict sees; at 64 px it resizes
-    with PyAV's area filter where the repository uses torchvision's antialiased bilinear."""
+def test_onnx_predict_gives_tools_predicts_probabilities(exported, tmp_path, capsys, size, atol):
+    """At the model's 32 px it sees the frames tools.predict sees; at 64 px it resizes with PyAV's
+    area filter where the repository uses torchvision's antialiased bilinear."""
     generate(str(tmp_path / "videos"), train_per_class=1, eval_per_class=1, frames=24, size=size)
     video = sorted((tmp_path / "videos").rglob("*.mp4"))[0]
-    (tmp_path / "run_onnx.py").write_text(readme_snippet())
-    proc = subprocess.run([sys.executable, "-I", "run_onnx.py", str(exported / "model.onnx"), str(video)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    printed = {line.split()[0]: float(line.split()[1]) for line in proc.stdout.splitlines()}
+    capsys.readouterr()
+    assert onnx_predict.main([str(exported / "model.onnx"), str(video)]) == 0
+    printed = {line.split()[0]: float(line.split()[1]) for line in capsys.readouterr().out.splitlines()}
     predictor = predict.Predictor(str(exported / "lora.pth"), class_names=str(exported / "names.txt"))
     expected = predictor.predict(str(video))
     assert len(expected["windows"]) == 2  # the last window ends on the last frame

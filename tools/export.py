@@ -1,6 +1,6 @@
 """Export a fine-tuned checkpoint to ONNX, for running the model without this repository or PyTorch
-(onnxruntime, TensorRT, OpenVINO, ...). README.md ("Running an exported model") shows a complete
-example with onnxruntime, numpy and PyAV.
+(onnxruntime, TensorRT, OpenVINO, ...). tools/onnx_predict.py runs the result with onnxruntime, numpy
+and PyAV alone.
 
 The graph takes ``clip``: float32 ``(batch, 3, num_frames, input_size, input_size)``, any batch size,
 the clip shape the checkpoint records; it returns ``logits`` ``(batch, classes)`` (softmax gives the
