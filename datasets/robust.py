@@ -1,8 +1,8 @@
 """Bad-data policy shared by the datasets.
 
 An unreadable sample (missing, empty, truncated, undecodable) is reported with a warning naming
-the file and replaced by the next readable sample in annotation order (deterministic, unlike the
-release's redraw-forever loop). The bad samples are marked in a table in shared memory, so every
+the file and replaced by the next readable sample in annotation order (deterministic: a random redraw would
+change the data order of a resumed run, and never ends when every sample is bad). The bad samples are marked in a table in shared memory, so every
 DataLoader worker of every epoch sees the same set: each file is counted once, and the cap
 (`max_bad_fraction` of the dataset, `--max_bad_fraction`) applies to the whole dataset, not to
 one worker's share. Past the cap, loading stops with the list. `strict=True` raises at the first

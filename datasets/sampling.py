@@ -52,7 +52,7 @@ def short_video_indices(n: int, num_frames: int, rate: int) -> np.ndarray:
 
 def segment_windows(n: int, num_frames: int, rate: int, count: int) -> list[np.ndarray]:
     """The test split's `count` windows (identical for a video of at most `num_frames` grid
-    frames). The release divides by zero for one window; a single window is centred here."""
+    frames). A single window is centred."""
     grid = stride_grid(n, num_frames, rate)
     free = len(grid) - num_frames
     if count == 1:

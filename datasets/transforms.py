@@ -59,7 +59,7 @@ def _constants(device: torch.device, name: str) -> torch.Tensor:
 def to_frames(clip: torch.Tensor) -> torch.Tensor:
     """uint8 `(T, 3, H, W)` -> `(T, H, W, 3)`, a view: what a dataset item holds. Decoding and the
     augmentations leave clips in this memory order; stacking them in the model's `(3, T, H, W)`
-    instead would be a strided gather ~10x slower than the copy collation is now."""
+    instead would be a strided gather, slower than collation's plain copy (docs/speed.md)."""
     return clip.permute(0, 2, 3, 1)
 
 
@@ -68,7 +68,7 @@ def normalize(frames: torch.Tensor) -> torch.Tensor:
     `(..., 3, T, H, W)`: ImageNet-normalised ((x / 255 - mean) / std per channel) contiguous float32.
 
     The float conversion writes the model layout directly and the normalisation is one in-place
-    affine: separate normalise / permute / contiguous passes cost ~4x more on the host."""
+    affine: separate normalise / permute / contiguous passes would each walk the clip again."""
     x = frames.movedim(-1, -4).to(torch.float32, memory_format=torch.contiguous_format)
     return x.mul_(_constants(x.device, "scale")).add_(_constants(x.device, "shift"))
 
@@ -155,7 +155,7 @@ def random_resized_crop(clip: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=
 
 def hflip(clip: torch.Tensor) -> torch.Tensor:
     """Mirror a uint8 `(T, 3, H, W)` clip left-right: OpenCV on the frames stacked into one
-    channels-last image (`Tensor.flip` on a channels-last clip is several times slower)."""
+    channels-last image (cheaper than `Tensor.flip` on a channels-last clip: docs/speed.md)."""
     t, c, h, w = clip.shape
     frames = np.ascontiguousarray(clip.permute(0, 2, 3, 1).numpy()).reshape(t * h, w, c)
     return torch.from_numpy(cv2.flip(frames, 1).reshape(t, h, w, c)).permute(0, 3, 1, 2)
@@ -295,9 +295,9 @@ class ClipRandAugment:
     Ops that map each pixel value on its own (Invert, Posterize, Solarize, SolarizeAdd, Brightness)
     become a lookup table, read off timm's op applied to a ramp of all 256 values, that OpenCV
     applies to the clip; Color (a per-pixel blend with grey) runs through timm on the frames stacked
-    into one tall image; both are exact. The geometric ops and Sharpness (PIL's warps are ~10x
-    slower) go through OpenCV with PIL's maps: see `warp_frames` and `sharpen_frames`. The other
-    ops run through timm frame by frame.
+    into one tall image; both are exact. The geometric ops and Sharpness (PIL's warps are the
+    costly part: docs/speed.md) go through OpenCV with PIL's maps: see `warp_frames` and
+    `sharpen_frames`. The other ops run through timm frame by frame.
     """
 
     POINTWISE = ("Invert", "Posterize", "Solarize", "Brightness")  # Solarize* covers SolarizeAdd

@@ -189,7 +189,7 @@ class PyAVVideo:
         self._stream_iter = None
         self._seq_next = None  # the index of the next frame of a sequential decode, while one is open
         # One converter per reader: a frame's own to_ndarray(format=...) rebuilds
-        # the swscale context for every frame, 7x slower on small frames.
+        # the swscale context for every frame, which dominates on small frames (docs/speed.md).
         self._rgb = VideoReformatter()
         self.decoded = 0    # frames decoded so far: what seeking saves is visible here
 

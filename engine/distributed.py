@@ -29,7 +29,6 @@ def is_main_process():
 
 def barrier(control=False):
     """All ranks wait for each other (a no-op in one process); ``control``: on the CPU group."""
-    # The release called barrier() unconditionally, which crashes a single process.
     if is_dist():
         dist.barrier(group=_CONTROL if control else None)
 

@@ -14,7 +14,7 @@ from .runtime import PRECISIONS
 
 
 def str2bool(value):
-    """Booleans that parse as booleans: ``--normlize_target False`` means False (it did not in the release)."""
+    """Booleans that parse as booleans: ``--normlize_target False`` means False."""
     if isinstance(value, bool):
         return value
     v = str(value).strip().lower()

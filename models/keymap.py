@@ -2,8 +2,8 @@
 the release's, this project's, the original VideoMAE's or transformers', onto a fine-tuning
 model's state dict, with a report of what was loaded, resized or left new.
 
-The release's loader only printed size mismatches, so a 768-wide pre-training checkpoint silently
-gave a randomly initialised 512-wide model. Here any mismatch beyond a new classifier raises.
+Any mismatch beyond a new classifier raises: a checkpoint of another width (a 768-wide file given
+to the 512-wide model) must not leave the model at its random initialisation (docs/differences.md).
 """
 import logging
 import math

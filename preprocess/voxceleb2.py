@@ -40,7 +40,7 @@ from preprocess import common
 
 RECROP_GOP = 16
 # Without a B-frame pyramid no B-frame is a reference: the reader skips those a clip does not use.
-# fastdecode (CAVLC, no deblocking) decoded ~40% faster, at the same PSNR, on the loader benchmark's clips.
+# fastdecode (CAVLC, no deblocking) makes every frame cheaper to decode at the same PSNR (docs/speed.md).
 RECROP_X264 = {"x264-params": "b-pyramid=none", "tune": "fastdecode"}
 
 
