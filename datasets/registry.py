@@ -140,10 +140,13 @@ def output_names(num_outputs, data_set=None, task=None, nb_classes=None, num_tar
     return task or "classification", names
 
 
-def default_sampling_rate(data_set=None, task=None):
-    """The frame stride of a dataset's recipe (FERV39k samples every frame), 4 otherwise."""
+def sampling_rate_of(cfg):
+    """The frame stride of a checkpoint's recorded options ``cfg``; for a file that records none,
+    the stride of its dataset's recipe (FERV39k samples every frame), 4 otherwise."""
+    if cfg.get("sampling_rate"):
+        return cfg["sampling_rate"]
     try:
-        return get_dataset_info(data_set, task=task).sampling_rate if data_set else 4
+        return get_dataset_info(cfg["data_set"], task=cfg.get("task")).sampling_rate if cfg.get("data_set") else 4
     except DatasetSpecError:
         return 4
 

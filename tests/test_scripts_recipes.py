@@ -9,7 +9,7 @@ import pytest
 
 import run_finetune
 import run_pretrain
-from datasets.registry import get_dataset_info
+from datasets.registry import get_dataset_info, sampling_rate_of
 from engine.recipes import FINETUNE, PRETRAIN, parser_defaults
 from models import create_model
 
@@ -143,3 +143,12 @@ def test_scripts_run_from_the_repository_root_and_warn_about_loopback(tmp_path):
     assert r.returncode != 0 and "run the scripts from the repository root" in r.stderr
     r = dry("voxceleb2/pretrain_base.sh", NNODES="2")
     assert r.returncode == 0 and "MASTER_ADDR=127.0.0.1" in r.stderr and "warning" in r.stderr
+
+
+def test_a_checkpoint_without_a_stride_gets_its_datasets_recipe_stride():
+    """The tools read a checkpoint's stride; a file that records none (an early fine-tuning file)
+    gets its dataset's recipe: FERV39k every frame, the others every 4th, unknown sets 4."""
+    assert sampling_rate_of({"sampling_rate": 2, "data_set": "FERV39k"}) == 2
+    assert sampling_rate_of({"data_set": "FERV39k"}) == 1
+    assert sampling_rate_of({"data_set": "DFEW"}) == 4
+    assert sampling_rate_of({"data_set": "no_such_set"}) == sampling_rate_of({}) == 4

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from datasets.registry import default_sampling_rate, output_names
+from datasets.registry import output_names, sampling_rate_of
 from engine.cli import HelpFormatter, UserError, run_entry
 from engine.options import add_model_options, typed_options
 from models import model_from_checkpoint
@@ -55,7 +55,7 @@ def get_parser():
 def export_metadata(model, cfg, names, task):
     """The facts a caller needs to build the model's input, as ONNX metadata (strings)."""
     num_frames, size = model.patch_embed.num_frames, model.patch_embed.img_size[0]
-    rate = cfg.get("sampling_rate") or default_sampling_rate(cfg.get("data_set"), cfg.get("task"))
+    rate = sampling_rate_of(cfg)
     short = cfg.get("short_side_size") or size
     resize = cfg.get("frame_resize") or "square"
     resized = (f"each frame resized to {short}x{short} (bilinear, antialiased; a squash when it is not square)"

@@ -43,7 +43,7 @@ import torch.nn as nn
 
 from datasets.annotations import read_annotations
 from datasets.inference import ClipSpec, load_windows
-from datasets.registry import default_sampling_rate
+from datasets.registry import sampling_rate_of
 from datasets.sampling import WINDOW_MODES, plan_windows
 from datasets.video_io import BACKENDS, DEFAULT_BACKEND, VideoReadError, count_frames, find_inputs
 from engine import distributed as dist
@@ -262,7 +262,7 @@ def run(argv=None):
     name = cfg["model"]
     feature_model = Features(model, args.features).to(device)
     embed = model.encoder.patch_embed if hasattr(model, "encoder") else model.patch_embed
-    rate = cfg.get("sampling_rate") or default_sampling_rate(cfg.get("data_set"), cfg.get("task"))
+    rate = sampling_rate_of(cfg)
     spec = ClipSpec(embed.img_size[0], cfg.get("short_side_size"), resize=cfg.get("frame_resize"))
     amp = PRECISIONS[args.amp]
 
@@ -308,7 +308,8 @@ def run(argv=None):
 
 
 def main(argv=None):
-    """Exit status: 0 done, 1 some inputs failed, 2 a usage or checkpoint error (message on stderr)."""
+    """Exit status: 0 done, 1 some inputs failed, 2 a usage or checkpoint error (message on stderr),
+    3 stopped by --max_shards with shards to go (rerun to continue)."""
     return run_entry(run, argv)
 
 

@@ -181,7 +181,8 @@ def run(argv=None):
 
 
 def main(argv=None):
-    """Exit status: 0 done, 1 some inputs failed, 2 a usage or checkpoint error (message on stderr)."""
+    """Exit status: 0 listed, or the checkpoint loads; 1 it does not load; 2 a usage or checkpoint error
+    (message on stderr)."""
     return run_entry(run, argv)
 
 

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 
 from datasets.inference import ClipSpec, load_windows
-from datasets.registry import default_sampling_rate, output_names
+from datasets.registry import output_names, sampling_rate_of
 from datasets.sampling import WINDOW_MODES, chunk_windows, plan_windows
 from datasets.video_io import (BACKENDS, DEFAULT_BACKEND, VideoReadError, count_frames, find_inputs, iter_frames,
                                open_source, video_fps, video_rotation)
@@ -91,7 +91,7 @@ def get_parser():
 class Predictor:
     """A fine-tuned model with the clip settings of its checkpoint; ``predict(path)`` → result dict."""
 
-    def __init__(self, checkpoint, given=None, force=False, class_names=None, device="cpu"):
+    def __init__(self, checkpoint, given=None, *, force=False, class_names=None, device="cpu"):
         self.model, self.cfg = model_from_checkpoint(checkpoint, given, force, kind="classifier")
         cfg = self.cfg
         self.task, self.names = output_names(self.model.num_classes, cfg.get("data_set"), cfg.get("task"),
@@ -101,7 +101,7 @@ class Predictor:
         self.model.to(self.device)
         embed = self.model.patch_embed
         self.num_frames = embed.num_frames
-        self.rate = cfg.get("sampling_rate") or default_sampling_rate(cfg.get("data_set"), cfg.get("task"))
+        self.rate = sampling_rate_of(cfg)
         self.spec = ClipSpec(embed.img_size[0], cfg.get("short_side_size"), resize=cfg.get("frame_resize"))
 
     @torch.no_grad()
@@ -112,7 +112,7 @@ class Predictor:
         out = torch.cat(outs).double()
         return (out if self.task == "regression" else out.softmax(-1)).numpy()
 
-    def predict(self, path, windows="sliding", window_stride=None, num_segments=2, crop_faces=None,
+    def predict(self, path, *, windows="sliding", window_stride=None, num_segments=2, crop_faces=None,
                 batch_size=8, max_frames=1024, backend=DEFAULT_BACKEND, topk=3):
         n = count_frames(path, backend)
         plan = plan_windows(n, self.num_frames, self.rate, windows, window_stride, num_segments)
@@ -130,7 +130,7 @@ class Predictor:
                                    "detections": sum(f["detections"] for f in faces)}
         return result
 
-    def predict_faces(self, path, tracking: TrackConfig, windows="sliding", window_stride=None, num_segments=2,
+    def predict_faces(self, path, tracking: TrackConfig, *, windows="sliding", window_stride=None, num_segments=2,
                       crop_size=224, crop_margin=CROP_MARGIN, batch_size=8, max_frames=1024,
                       backend=DEFAULT_BACKEND, topk=3):
         """Every face of the video on its own: (result with a "faces" list, each face's thumbnail)."""
@@ -276,23 +276,24 @@ def run(argv=None):
     tracking = check_face_options(args)
     videos = find_inputs(args.inputs, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     device = pick_device(args.device)
-    predictor = Predictor(args.checkpoint, typed_options(args), args.force_config, args.class_names, device)
+    predictor = Predictor(args.checkpoint, typed_options(args), force=args.force_config, class_names=args.class_names,
+                          device=device)
     crop_faces = None
     if args.crop and tracking is None:
         crop_faces = frame_cropper(args.crop_size, args.crop_margin)
     print(f"{predictor.cfg.get('model')}: {len(predictor.names)} {'targets' if predictor.task == 'regression' else 'classes'}, "
           f"clips of {predictor.num_frames} frames every {predictor.rate} at {predictor.spec.input_size}px; "
           f"{len(videos)} video(s) on {device}", file=sys.stderr)
+    options = {"windows": args.windows, "window_stride": args.window_stride, "num_segments": args.num_segments,
+               "batch_size": args.batch_size, "max_frames": args.max_frames, "backend": args.backend, "topk": args.topk}
     results, used = [], set()
     for path in videos:
         try:
             if tracking is None:
-                results.append(predictor.predict(path, args.windows, args.window_stride, args.num_segments,
-                                                 crop_faces, args.batch_size, args.max_frames, args.backend, args.topk))
+                results.append(predictor.predict(path, crop_faces=crop_faces, **options))
                 continue
-            result, thumbnails = predictor.predict_faces(path, tracking, args.windows, args.window_stride,
-                                                         args.num_segments, args.crop_size, args.crop_margin,
-                                                         args.batch_size, args.max_frames, args.backend, args.topk)
+            result, thumbnails = predictor.predict_faces(path, tracking, crop_size=args.crop_size,
+                                                         crop_margin=args.crop_margin, **options)
             result["out_dir"] = face_folder(args.out_dir, path, used)
             write_face_outputs(result["out_dir"], result, thumbnails, predictor.names, predictor.task)
             results.append(result)

@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw
 from datasets import transforms as T
 from datasets.inference import ClipSpec
 from datasets.masking import TubeMaskGenerator
-from datasets.registry import default_sampling_rate
+from datasets.registry import sampling_rate_of
 from datasets.sampling import clip_span, short_video_indices, segment_windows, window_at
 from datasets.video_io import BACKENDS, DEFAULT_BACKEND, read_clips
 from engine.cli import HelpFormatter, UserError, run_entry
@@ -195,7 +195,7 @@ def run(argv=None):
     model, cfg = model_from_checkpoint(args.checkpoint, typed_options(args), args.force_config, kind="pretrain")
     model.to(pick_device(args.device))
     embed = model.encoder.patch_embed
-    rate = cfg.get("sampling_rate") or default_sampling_rate(cfg.get("data_set"), cfg.get("task"))
+    rate = sampling_rate_of(cfg)
     frames = read_clip(args.video, embed.num_frames, rate, args.start, args.backend)
     # Pre-training crops frames and never squashes them: keep their aspect here too.
     clip = ClipSpec(embed.img_size[0], cfg.get("short_side_size"), args.face_box, "keep_aspect")(frames)
@@ -212,7 +212,7 @@ def run(argv=None):
 
 
 def main(argv=None):
-    """Exit status: 0 done, 1 some inputs failed, 2 a usage or checkpoint error (message on stderr)."""
+    """Exit status: 0 written, 2 a usage or checkpoint error (message on stderr)."""
     return run_entry(run, argv)
 
 
