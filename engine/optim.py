@@ -7,8 +7,7 @@ from timm.scheduler import CosineLRScheduler
 
 
 def effective_batch_size(args):
-    """Clips per optimisation step: repeated sampling counts, as in MAE-ST (the release's lr scaling
-    left its --num_sample out)."""
+    """Clips per optimisation step: repeated sampling counts, as in MAE-ST (docs/differences.md)."""
     return args.batch_size * args.clips_per_video * args.update_freq * args.world_size
 
 
