@@ -7,7 +7,7 @@ from .recipes import LINEAR_PROBE
 
 
 def add_tuning_args(p):
-    g = p.add_argument_group("tuning modes (docs/recipes.md)")
+    g = p.add_argument_group("tuning modes (docs/tuning.md)")
     g.add_argument("--tuning", default="full", choices=TUNING_MODES,
                    help="full: every weight trains (the paper's recipe); linear: frozen encoder, linear head "
                         "(the linear-probing recipe becomes the default of every option not typed); lora: "

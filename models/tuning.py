@@ -1,7 +1,7 @@
 """Parameter-efficient fine-tuning of a fine-tuning model (TPSBT): which parameters train, and
 checkpoints that hold only those.
 
-Modes (docs/recipes.md has the recipes):
+Modes (docs/tuning.md has the recipes):
 
 - ``full``: every parameter trains (the paper's recipe); nothing here applies.
 - ``linear``: a linear probe. The encoder is frozen and kept in eval mode while training (no

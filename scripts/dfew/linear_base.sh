@@ -18,7 +18,7 @@ SPLIT_DIR=${SPLIT_DIR:-splits/dfew}
 PRETRAINED=${PRETRAINED:-output/voxceleb2/pretrain_base/checkpoint-99.pth}
 OUTPUT_DIR=${OUTPUT_DIR:-output/dfew/linear_base}
 
-# The linear-probing recipe (docs/recipes.md): no RandAugment, erasing, mixup, cutmix, smoothing,
+# The linear-probing recipe (docs/tuning.md): no RandAugment, erasing, mixup, cutmix, smoothing,
 # weight decay or layer decay; drop path has no effect on the frozen encoder.
 TOTAL_BATCH=${TOTAL_BATCH:-96} EPOCHS=${EPOCHS:-50} WARMUP_EPOCHS=${WARMUP_EPOCHS:-5}
 LR=${LR:-1e-3} MIN_LR=${MIN_LR:-1e-6} WARMUP_LR=${WARMUP_LR:-1e-6}
