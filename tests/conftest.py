@@ -1,3 +1,5 @@
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -48,6 +50,26 @@ def run(script, *args, check=True, **kw):
     return proc
 
 
+def in_process(cli, argv):
+    """Run an entry point's ``cli(argv)`` in this process (no interpreter start, no imports to
+    repeat): ``(exit status, stdout, stderr)``; argparse's exit is caught as its status. One torch
+    thread, as the subprocesses get. A bug raises here, as it would print a traceback there."""
+    import torch
+
+    out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = cli([str(a) for a in argv])
+            except SystemExit as e:
+                status = e.code if isinstance(e.code, int) else 1
+    finally:
+        torch.set_num_threads(threads)
+    return status, out.getvalue(), err.getvalue()
+
+
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
@@ -56,19 +78,31 @@ def demo(tmp_path_factory):
     return root
 
 
+def run_in_process(cli, *argv):
+    """An entry point's ``cli`` in this process that must succeed: its output as ``run`` gives it."""
+    status, stdout, stderr = in_process(cli, argv)
+    if status != 0:
+        raise AssertionError(f"{cli.__module__} failed ({status}):\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(argv, status, stdout, stderr)
+
+
 @pytest.fixture(scope="session")
 def pretrained(demo, tmp_path_factory):
+    import run_pretrain
+
     out = tmp_path_factory.mktemp("pretrain")
-    proc = run("run_pretrain.py", "--model", "pretrain_svfap_tiny_patch16_160", "--decoder_depth", "1",
-               "--data_path", demo / "pretrain.csv", "--data_root", demo, "--batch_size", "4", "--epochs", "1",
-               "--output_dir", out, *TINY)
+    proc = run_in_process(run_pretrain.cli, "--model", "pretrain_svfap_tiny_patch16_160", "--decoder_depth", "1",
+                          "--data_path", demo / "pretrain.csv", "--data_root", demo, "--batch_size", "4",
+                          "--epochs", "1", "--output_dir", out, *TINY)
     assert "loss" in proc.stdout
     return out / "checkpoint-0.pth"
 
 
 @pytest.fixture(scope="session")
 def finetuned(demo, pretrained, tmp_path_factory):
+    import run_finetune
+
     out = tmp_path_factory.mktemp("finetune")
-    proc = run("run_finetune.py", *FT, "--data_path", demo, "--data_root", demo, "--epochs", "1",
-               "--finetune", pretrained, "--output_dir", out)
+    proc = run_in_process(run_finetune.cli, *FT, "--data_path", demo, "--data_root", demo, "--epochs", "1",
+                          "--finetune", pretrained, "--output_dir", out)
     return out, proc
