@@ -1,8 +1,14 @@
+import array
 import contextlib
+import fcntl
 import io
+import json
 import os
 import subprocess
 import sys
+import termios
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +74,60 @@ def in_process(cli, argv):
     finally:
         torch.set_num_threads(threads)
     return status, out.getvalue(), err.getvalue()
+
+
+class HeldTrace:
+    """A ``--trace_steps`` path that holds a run after its first ``hold`` steps, however fast or busy
+    the machine: a named pipe of one page, filled ahead but for the exact bytes of those steps' lines
+    (``expected``: an uninterrupted run's trace lines), so the run's next trace write waits until the
+    test reads. A stop signal sent while it waits is honoured at step ``hold - 1`` or ``hold`` (the
+    run checks for a stop right after each trace line)."""
+
+    def __init__(self, path, expected, hold):
+        os.mkfifo(path)
+        # Read and write ends from the start: the run's open does not wait, and it never sees an end.
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self.size = fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, os.sysconf("SC_PAGE_SIZE"))
+        room = sum(len(line.encode()) + 1 for line in expected[:hold])
+        assert room < self.size, "the held lines must fit in one page"
+        os.write(self.fd, b"\n" * (self.size - room))
+        self.data, self._done, self._thread = b"", threading.Event(), None
+
+    def _queued(self):
+        n = array.array("i", [0])
+        fcntl.ioctl(self.fd, termios.FIONREAD, n)
+        return n[0]
+
+    def wait_until_held(self, proc):
+        deadline = time.time() + 600  # a hang, not a timing: a working run fills the pipe in a few steps
+        while self._queued() < self.size:
+            assert proc.poll() is None and time.time() < deadline, "the run ended or hung before it was held"
+            time.sleep(0.01)
+
+    def _read(self):
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return
+            self.data += chunk
+
+    def release(self):
+        """Let the run go on: from now on the pipe is read as the run writes."""
+        def drain():
+            while not self._done.wait(0.01):
+                self._read()
+        self._thread = threading.Thread(target=drain, daemon=True)
+        self._thread.start()
+
+    def lines(self):
+        """Every trace line written so far (stops reading; the pipe is then closed)."""
+        if self._thread is not None:
+            self._done.set()
+            self._thread.join()
+        self._read()
+        os.close(self.fd)
+        return [json.loads(line) for line in self.data.decode().splitlines() if line]
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import torch
 
 import run_finetune
 import run_pretrain
-from conftest import FT, PY, REPO, TINY, in_process
+from conftest import FT, PY, REPO, TINY, HeldTrace, in_process
 
 EXIT_REQUEUE = 75
 
@@ -41,16 +41,14 @@ def test_stop_signal_mid_epoch_resumes_exactly_where_it_stopped(demo, pretrained
     assert steps_per_epoch >= 4 and len({w["lr"] for w in whole}) > 2  # warm-up then cosine: lr changes
 
     out, log = tmp_path / "stopped", tmp_path / "stopped.jsonl"
+    # Held after epoch 1's second step: the stop lands at its second or third step, on any machine.
+    held = HeldTrace(log, (tmp_path / "whole.jsonl").read_text().splitlines(), steps_per_epoch + 2)
     args = [PY, str(REPO / "run_finetune.py"), *map(str, common), "--output_dir", str(out), "--trace_steps", str(log)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300
-    while not log.exists() or len(log.read_text().splitlines()) < steps_per_epoch + 2:
-        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGSTOP)  # hold it inside epoch 1 while the signal is delivered
+    held.wait_until_held(proc)
     proc.send_signal(signal.SIGTERM)
-    proc.send_signal(signal.SIGCONT)
+    held.release()
     output = proc.communicate(timeout=300)[0]
     assert proc.returncode == EXIT_REQUEUE, output[-3000:]
     assert "SIGTERM received" in output and "Traceback" not in output
@@ -61,7 +59,7 @@ def test_stop_signal_mid_epoch_resumes_exactly_where_it_stopped(demo, pretrained
     status, stdout, _ = in_process(run_finetune.cli, [*common, "--output_dir", out, "--trace_steps", log])
     assert status == 0, stdout[-3000:]
     assert f"(next: epoch 1, iteration {ckpt['resume']['iteration']})" in stdout
-    assert trace(log) == whole  # same step count, step numbers, lr at every step, samples seen
+    assert held.lines() == whole  # same step count, step numbers, lr at every step, samples seen
     assert [json.loads(line)["epoch"] for line in (out / "log.txt").read_text().splitlines()] == [0, 1]
     assert (out / "checkpoint-1.pth").is_file() and not (out / "checkpoint-latest.pth").exists()
 
