@@ -81,9 +81,9 @@ class HeldTrace:
     the machine: a named pipe of one page, filled ahead but for the exact bytes of those steps' lines
     (``expected``: an uninterrupted run's trace lines), so the run's next trace write waits until the
     test reads. A stop signal sent while it waits is honoured at step ``hold - 1`` or ``hold`` (the
-    run checks for a stop right after each trace line)."""
+    run checks for a stop right after each trace line). ``hold`` 0: the run waits at its first line."""
 
-    def __init__(self, path, expected, hold):
+    def __init__(self, path, expected=(), hold=0):
         os.mkfifo(path)
         # Read and write ends from the start: the run's open does not wait, and it never sees an end.
         self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
@@ -98,9 +98,16 @@ class HeldTrace:
         fcntl.ioctl(self.fd, termios.FIONREAD, n)
         return n[0]
 
-    def wait_until_held(self, proc):
-        deadline = time.time() + 600  # a hang, not a timing: a working run fills the pipe in a few steps
-        while self._queued() < self.size:
+    def wait_until_held(self, proc, writer=None):
+        """Until the pipe is full, or (``writer``: the pid of the process that writes the trace) until
+        that process waits to write in it."""
+        def held():
+            if writer is None:
+                return self._queued() == self.size
+            with open(f"/proc/{writer}/wchan") as f:
+                return "pipe_write" in f.read()
+        deadline = time.time() + 600  # a hang, not a timing: a working run gets there in a few steps
+        while not held():
             assert proc.poll() is None and time.time() < deadline, "the run ended or hung before it was held"
             time.sleep(0.01)
 

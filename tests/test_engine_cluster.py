@@ -206,13 +206,13 @@ def test_srun_tasks_stopped_together_save_and_exit_75_and_the_rerun_completes(de
     out, log = tmp_path / "run", tmp_path / "trace.jsonl"
     args = [*PRETRAIN, "--data_path", demo / "pretrain.csv", "--data_root", demo, "--epochs", "2",
             "--dist_timeout", "3", "--output_dir", out, "--trace_steps", log]
+    held = HeldTrace(log)  # rank 0 waits at its first step's trace line while the signal goes to both
     port = free_port()
     first = slurm_task(0, args, port)
     procs = [first, slurm_task(1, args, port, group=first.pid)]
-    wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 1, first, "a step")
-    os.killpg(first.pid, signal.SIGSTOP)
+    held.wait_until_held(first, writer=first.pid)
     os.killpg(first.pid, signal.SIGTERM)
-    os.killpg(first.pid, signal.SIGCONT)
+    held.release()
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [EXIT_REQUEUE] * 2, outputs[0][-2000:] + outputs[1][-2000:]
     assert "Traceback" not in "".join(outputs)
@@ -224,6 +224,8 @@ def test_srun_tasks_stopped_together_save_and_exit_75_and_the_rerun_completes(de
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     assert (out / "checkpoint-1.pth").is_file() and "resumed from" in outputs[0]
+    steps = len((demo / "pretrain.csv").read_text().splitlines()) // (4 * 2)  # batch 4 on each of 2 ranks
+    assert [(t["epoch"], t["iteration"]) for t in held.lines()] == [(e, i) for e in range(2) for i in range(steps)]
 
 
 def test_one_run_per_folder_kill_9_and_edited_annotations(demo, tmp_path):

@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 import torch
@@ -212,6 +211,7 @@ def test_a_signal_to_one_rank_stops_both_at_the_same_step(demo, pretrained, tmp_
     waiting in a collective), rank 0 writes the checkpoint, and both exit 75."""
     port = free_port()
     log = tmp_path / "trace.jsonl"
+    held = HeldTrace(log)  # rank 0 waits at its first step's trace line while rank 1 is signalled
     procs = []
     for rank in range(2):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
@@ -220,14 +220,13 @@ def test_a_signal_to_one_rank_stops_both_at_the_same_step(demo, pretrained, tmp_
                 "--batch_size", "2", "--output_dir", tmp_path / "out", "--trace_steps", log]
         procs.append(subprocess.Popen([PY, str(REPO / "run_finetune.py"), *map(str, args)], cwd=REPO, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    deadline = time.time() + 300
-    while not log.exists() or len(log.read_text().splitlines()) < 3:
-        assert all(p.poll() is None for p in procs) and time.time() < deadline
-        time.sleep(0.005)
+    held.wait_until_held(procs[0], writer=procs[0].pid)
+    assert procs[1].poll() is None
     procs[1].send_signal(signal.SIGUSR1)
+    held.release()
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [EXIT_REQUEUE] * 2, outputs[0][-2000:] + outputs[1][-2000:]
     assert "SIGUSR1 received" in outputs[1] and "Traceback" not in outputs[0] + outputs[1]
     ckpt = torch.load(tmp_path / "out" / "checkpoint-latest.pth", weights_only=True)
-    done = len(log.read_text().splitlines())  # rank 0's iterations: it stopped right after the last one
+    done = len(held.lines())  # rank 0's iterations: it stopped right after the last one
     assert (ckpt["resume"]["epoch"], ckpt["resume"]["iteration"]) == divmod(done, 6)
