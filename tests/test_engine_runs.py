@@ -68,8 +68,7 @@ def test_resume_with_a_changed_option_refuses_and_says_how_to_proceed(demo, pret
     common = [*FT, *data(demo), "--finetune", pretrained, "--epochs", "1", "--output_dir", out]
     assert in_process(run_finetune.cli, common)[0] == 0
     status, _, err = in_process(run_finetune.cli, [*common, "--lr", "4e-3", "--warmup_lr", "1e-5"])
-    assert status == 2 and len(err.strip().splitlines()) == 1
-    assert err.startswith("error: ") and "--lr" in err and "--warmup_lr" in err
+    assert status == 2 and err.startswith("error: ") and "--lr" in err and "--warmup_lr" in err
     assert "--output_dir" in err and "--force_resume True" in err
     status, stdout, _ = in_process(run_finetune.cli, [*common, "--lr", "4e-3", "--warmup_lr", "1e-5",
                                                      "--force_resume", "True"])
