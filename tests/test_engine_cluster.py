@@ -83,19 +83,19 @@ def test_pretraining_stopped_through_the_scripts_launcher_resumes_like_an_uninte
     steps = len(whole) // 2
     assert steps >= 4 and len({w["lr"] for w in whole}) > 2  # warm-up then cosine
 
-    # Held after epoch 1's second step while the signal goes through: it lands mid-epoch on any machine.
-    held = HeldTrace(log, (tmp_path / "whole.jsonl").read_text().splitlines(), steps + 2)
     proc = subprocess.Popen(script, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    held.wait_until_held(proc)
+    wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= steps + 2, proc, "epoch 1")
     (launcher,) = child_pids(proc.pid)
     processes = {launcher: _process_start(launcher), **tree(launcher)}
+    (worker,) = child_pids(launcher)
+    os.kill(worker, signal.SIGSTOP)  # hold it inside epoch 1 while the signal goes through
     os.kill(launcher, signal.SIGUSR1)
     seen = []
     for line in proc.stdout:
         seen.append(line)
         if line.startswith("launcher: SIGUSR1 passed on"):
             break
-    held.release()
+    os.kill(worker, signal.SIGCONT)
     output = "".join(seen) + proc.communicate(timeout=300)[0]
     assert proc.returncode == EXIT_REQUEUE, output[-3000:]
     assert "SIGUSR1 received" in output and "Traceback" not in output
@@ -107,7 +107,7 @@ def test_pretraining_stopped_through_the_scripts_launcher_resumes_like_an_uninte
     rerun = subprocess.run(script, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert f"(next: epoch 1, iteration {ckpt['resume']['iteration']})" in rerun.stdout
-    assert held.lines() == whole  # the same steps, lr at every step and samples as the run never stopped
+    assert trace(log) == whole  # the same steps, lr at every step and samples as the run never stopped
     assert (out / "checkpoint-1.pth").is_file() and not (out / "checkpoint-latest.pth").exists()
 
 
