@@ -1,6 +1,14 @@
+import array
+import contextlib
+import fcntl
+import io
+import json
 import os
 import subprocess
 import sys
+import termios
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +56,87 @@ def run(script, *args, check=True, **kw):
     return proc
 
 
+def in_process(cli, argv):
+    """Run an entry point's ``cli(argv)`` in this process (no interpreter start, no imports to
+    repeat): ``(exit status, stdout, stderr)``; argparse's exit is caught as its status. One torch
+    thread, as the subprocesses get. A bug raises here, as it would print a traceback there."""
+    import torch
+
+    out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = cli([str(a) for a in argv])
+            except SystemExit as e:
+                status = e.code if isinstance(e.code, int) else 1
+    finally:
+        torch.set_num_threads(threads)
+    return status, out.getvalue(), err.getvalue()
+
+
+class HeldTrace:
+    """A ``--trace_steps`` path that holds a run after its first ``hold`` steps, however fast or busy
+    the machine: a named pipe of one page, filled ahead but for the exact bytes of those steps' lines
+    (``expected``: an uninterrupted run's trace lines), so the run's next trace write waits until the
+    test reads. A stop signal sent while it waits is honoured at step ``hold - 1`` or ``hold`` (the
+    run checks for a stop right after each trace line). ``hold`` 0: the run waits at its first line."""
+
+    def __init__(self, path, expected=(), hold=0):
+        os.mkfifo(path)
+        # Read and write ends from the start: the run's open does not wait, and it never sees an end.
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self.size = fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, os.sysconf("SC_PAGE_SIZE"))
+        room = sum(len(line.encode()) + 1 for line in expected[:hold])
+        assert room < self.size, "the held lines must fit in one page"
+        os.write(self.fd, b"\n" * (self.size - room))
+        self.data, self._done, self._thread = b"", threading.Event(), None
+
+    def _queued(self):
+        n = array.array("i", [0])
+        fcntl.ioctl(self.fd, termios.FIONREAD, n)
+        return n[0]
+
+    def wait_until_held(self, proc, writer=None):
+        """Until the pipe is full, or (``writer``: the pid of the process that writes the trace) until
+        that process waits to write in it."""
+        def held():
+            if writer is None:
+                return self._queued() == self.size
+            with open(f"/proc/{writer}/wchan") as f:
+                return "pipe_write" in f.read()
+        deadline = time.time() + 600  # a hang, not a timing: a working run gets there in a few steps
+        while not held():
+            assert proc.poll() is None and time.time() < deadline, "the run ended or hung before it was held"
+            time.sleep(0.01)
+
+    def _read(self):
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return
+            self.data += chunk
+
+    def release(self):
+        """Let the run go on: from now on the pipe is read as the run writes."""
+        def drain():
+            while not self._done.wait(0.01):
+                self._read()
+        self._thread = threading.Thread(target=drain, daemon=True)
+        self._thread.start()
+
+    def lines(self):
+        """Every trace line written so far (stops reading; the pipe is then closed)."""
+        if self._thread is not None:
+            self._done.set()
+            self._thread.join()
+        self._read()
+        os.close(self.fd)
+        return [json.loads(line) for line in self.data.decode().splitlines() if line]
+
+
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
@@ -56,19 +145,31 @@ def demo(tmp_path_factory):
     return root
 
 
+def run_in_process(cli, *argv):
+    """An entry point's ``cli`` in this process that must succeed: its output as ``run`` gives it."""
+    status, stdout, stderr = in_process(cli, argv)
+    if status != 0:
+        raise AssertionError(f"{cli.__module__} failed ({status}):\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(argv, status, stdout, stderr)
+
+
 @pytest.fixture(scope="session")
 def pretrained(demo, tmp_path_factory):
+    import run_pretrain
+
     out = tmp_path_factory.mktemp("pretrain")
-    proc = run("run_pretrain.py", "--model", "pretrain_svfap_tiny_patch16_160", "--decoder_depth", "1",
-               "--data_path", demo / "pretrain.csv", "--data_root", demo, "--batch_size", "4", "--epochs", "1",
-               "--output_dir", out, *TINY)
+    proc = run_in_process(run_pretrain.cli, "--model", "pretrain_svfap_tiny_patch16_160", "--decoder_depth", "1",
+                          "--data_path", demo / "pretrain.csv", "--data_root", demo, "--batch_size", "4",
+                          "--epochs", "1", "--output_dir", out, *TINY)
     assert "loss" in proc.stdout
     return out / "checkpoint-0.pth"
 
 
 @pytest.fixture(scope="session")
 def finetuned(demo, pretrained, tmp_path_factory):
+    import run_finetune
+
     out = tmp_path_factory.mktemp("finetune")
-    proc = run("run_finetune.py", *FT, "--data_path", demo, "--data_root", demo, "--epochs", "1",
-               "--finetune", pretrained, "--output_dir", out)
+    proc = run_in_process(run_finetune.cli, *FT, "--data_path", demo, "--data_root", demo, "--epochs", "1",
+                          "--finetune", pretrained, "--output_dir", out)
     return out, proc

@@ -3,7 +3,6 @@
 exit 75, and so does the launcher; pre-training resumes exactly; a finished run's rerun trains
 nothing; one run per output folder; data edited between a stop and the restart, or different on
 two ranks, is refused."""
-import io
 import json
 import os
 import shlex
@@ -12,12 +11,12 @@ import signal
 import socket
 import subprocess
 import time
-from contextlib import redirect_stderr, redirect_stdout
 
 import torch
 
+import run_finetune
 import run_pretrain
-from conftest import FT, PY, REPO, TINY
+from conftest import FT, PY, REPO, TINY, HeldTrace, in_process
 from engine.checkpoint import LAST_EPOCH
 from engine.launch import child_pids
 from engine.rundir import _process_start
@@ -57,13 +56,6 @@ def wait_for(condition, proc, what):
         if proc.poll() is not None or time.time() > deadline:
             raise AssertionError(f"gave up waiting for {what}: {proc.stdout.read()[-3000:] if proc.stdout else ''}")
         time.sleep(0.01)
-
-
-def in_process(cli, argv):
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = cli([str(a) for a in argv])
-    return status, out.getvalue(), err.getvalue()
 
 
 def test_pretraining_stopped_through_the_scripts_launcher_resumes_like_an_uninterrupted_run(demo, tmp_path):
@@ -153,9 +145,10 @@ def test_a_stop_during_the_final_test_through_the_launcher_exits_75_and_the_reru
     assert (out / "metrics.json").read_bytes() == before and not list(out.glob("*.tmp*"))
     assert not left_running(processes)
 
-    rerun = subprocess.run([*map(str, command)], env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    assert "testing the last epoch's model (checkpoint-0.pth)" in rerun.stdout
+    # The rerun: the launcher's part is above; the run itself in this process.
+    status, stdout, stderr = in_process(run_finetune.cli, command[command.index("run_finetune.py") + 1:])
+    assert status == 0, stdout[-3000:] + stderr[-3000:]
+    assert "testing the last epoch's model (checkpoint-0.pth)" in stdout
     provenance = json.loads((out / "metrics.json").read_text())["provenance"]
     assert provenance["checkpoint"] == str(out / "checkpoint-0.pth") and provenance["selection"] == LAST_EPOCH
 
@@ -213,13 +206,13 @@ def test_srun_tasks_stopped_together_save_and_exit_75_and_the_rerun_completes(de
     out, log = tmp_path / "run", tmp_path / "trace.jsonl"
     args = [*PRETRAIN, "--data_path", demo / "pretrain.csv", "--data_root", demo, "--epochs", "2",
             "--dist_timeout", "3", "--output_dir", out, "--trace_steps", log]
+    held = HeldTrace(log)  # rank 0 waits at its first step's trace line while the signal goes to both
     port = free_port()
     first = slurm_task(0, args, port)
     procs = [first, slurm_task(1, args, port, group=first.pid)]
-    wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 1, first, "a step")
-    os.killpg(first.pid, signal.SIGSTOP)
+    held.wait_until_held(first, writer=first.pid)
     os.killpg(first.pid, signal.SIGTERM)
-    os.killpg(first.pid, signal.SIGCONT)
+    held.release()
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [EXIT_REQUEUE] * 2, outputs[0][-2000:] + outputs[1][-2000:]
     assert "Traceback" not in "".join(outputs)
@@ -231,6 +224,8 @@ def test_srun_tasks_stopped_together_save_and_exit_75_and_the_rerun_completes(de
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     assert (out / "checkpoint-1.pth").is_file() and "resumed from" in outputs[0]
+    steps = len((demo / "pretrain.csv").read_text().splitlines()) // (4 * 2)  # batch 4 on each of 2 ranks
+    assert [(t["epoch"], t["iteration"]) for t in held.lines()] == [(e, i) for e in range(2) for i in range(steps)]
 
 
 def test_one_run_per_folder_kill_9_and_edited_annotations(demo, tmp_path):
@@ -301,6 +296,12 @@ def test_the_demo_runs_twice_in_the_same_folders(demo, tmp_path):
     """The README's first command, run again: every step resumes its finished run and exits 0."""
     data = tmp_path / "data"
     shutil.copytree(demo, data)
+    # What is tested is the rerun, not the learning: the fewest rows the script's batches take (one
+    # pre-training batch of 8, one fine-tuning batch of 16) and one clip of each class to evaluate.
+    for name, rows in (("pretrain", 8), ("train", 16), ("val", 6), ("test", 6)):
+        lines = (data / f"{name}.csv").read_text().splitlines(keepends=True)
+        (data / f"{name}.csv").write_text("".join(lines[:rows]))
+    assert sorted(line.split()[1] for line in (data / "test.csv").read_text().splitlines()) == list("012345")
     env = {**ENV, "DATA": str(data), "OUT": str(tmp_path / "out"), "PT_EPOCHS": "1", "FT_EPOCHS": "1",
            "NUM_WORKERS": "0", "PYTHON": PY}
     for attempt in range(2):

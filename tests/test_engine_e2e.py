@@ -9,7 +9,13 @@ import time
 
 import pandas as pd
 
-from conftest import FT, PY, REPO, TINY, run
+import run_finetune
+import run_pretrain
+from conftest import FT, PY, REPO, TINY, run_in_process
+
+
+def ok(cli, *argv):
+    return run_in_process(cli, *argv).stdout
 
 
 def test_pretrain_writes_a_resumable_checkpoint(pretrained):
@@ -26,11 +32,11 @@ def test_auto_precision_pretrains_in_bf16_on_a_cpu_with_native_bf16(demo, tmp_pa
     import torch
     caps = torch.cpu.get_capabilities()
     want = "bf16" if caps.get("avx512_bf16") or caps.get("amx_bf16") else "none"
-    proc = run("run_pretrain.py", "--model", "pretrain_svfap_tiny_patch16_160", "--decoder_depth", "1",
-               "--data_path", demo / "pretrain.csv", "--data_root", demo, "--batch_size", "4", "--epochs", "1",
-               "--output_dir", tmp_path, *TINY, "--amp", "auto")
-    assert f'"amp": "{want}"' in proc.stdout
-    assert f"precision: {want} (--amp auto on cpu" in proc.stdout  # the choice is said at the start
+    stdout = ok(run_pretrain.cli, "--model", "pretrain_svfap_tiny_patch16_160", "--decoder_depth", "1",
+                "--data_path", demo / "pretrain.csv", "--data_root", demo, "--batch_size", "4", "--epochs", "1",
+                "--output_dir", tmp_path, *TINY, "--amp", "auto")
+    assert f'"amp": "{want}"' in stdout
+    assert f"precision: {want} (--amp auto on cpu" in stdout  # the choice is said at the start
     log = [json.loads(line) for line in (tmp_path / "log.txt").read_text().splitlines()]
     assert 0 < log[-1]["train_loss"] < 10
 
@@ -81,7 +87,7 @@ def test_eval_only_and_two_process_evaluation_agree(demo, finetuned, tmp_path):
     (split / "test.csv").write_text("\n".join(lines) + "\n")
     common = [*FT, "--data_path", split, "--data_root", demo, "--eval", "True", "--test_num_segment", "3",
               "--finetune", out / "checkpoint-best.pth"]
-    run("run_finetune.py", *common, "--output_dir", tmp_path / "one")
+    ok(run_finetune.cli, *common, "--output_dir", tmp_path / "one")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -118,8 +124,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint(demo, pretrained, tmp_
     # a checkpoint cut short on disk (newer than the real ones) must never be picked up
     good = sorted(out.glob("checkpoint-[0-9].pth"))[-1]
     (out / "checkpoint-7.pth").write_bytes(good.read_bytes()[:1000])
-    resumed = run("run_finetune.py", *args)
-    text = resumed.stdout
+    text = ok(run_finetune.cli, *args)
     assert "skipping unreadable" in text and "checkpoint-7.pth" in text
     assert f"resumed from {good}" in text
     start = int(good.stem.split("-")[1]) + 1
@@ -139,18 +144,18 @@ def test_regression_task(demo, tmp_path):
             rows.append(f"{path} {int(label) / 5:.3f} {1 - int(label) / 5:.3f}")
         (split / f"{name}.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "out"
-    proc = run("run_finetune.py", "--model", "svfap_tiny_patch16_160", "--data_set", "custom", "--task", "regression",
-               "--nb_classes", "2", "--batch_size", "4", *TINY, "--data_path", split, "--data_root", demo,
-               "--epochs", "1", "--output_dir", out, "--mixup", "0", "--cutmix", "0", "--smoothing", "0")
+    stdout = ok(run_finetune.cli, "--model", "svfap_tiny_patch16_160", "--data_set", "custom", "--task", "regression",
+                "--nb_classes", "2", "--batch_size", "4", *TINY, "--data_path", split, "--data_root", demo,
+                "--epochs", "1", "--output_dir", out, "--mixup", "0", "--cutmix", "0", "--smoothing", "0")
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"pcc", "ccc", "acc", "mse", "ccc_per_target"} <= set(metrics)
     assert set(metrics["ccc_per_target"]) == {"target0", "target1"}
     assert (out / "scatter_target0.png").is_file()
     pred = pd.read_csv(out / "pred.csv")
     assert {"target_target0", "pred_target1"} <= set(pred.columns) and len(pred) == 12
-    assert "ccc" in proc.stdout
+    assert "ccc" in stdout
     # no val.csv: said out loud, the test split's mse monitored, nothing selected
-    assert "no val.csv: nothing is selected, the last epoch is tested; test ccc" in proc.stdout
+    assert "no val.csv: nothing is selected, the last epoch is tested; test ccc" in stdout
     assert not (out / "checkpoint-best.pth").exists()
 
 
@@ -161,9 +166,9 @@ def test_clip_averaged_classification(demo, finetuned, tmp_path):
     lines = (demo / "test.csv").read_text().splitlines()
     (split / "test.csv").write_text("\n".join(lines + lines) + "\n")  # every video as two clips
     ev = tmp_path / "eval"
-    run("run_finetune.py", "--model", "svfap_tiny_patch16_160", "--data_set", "custom", "--task",
-        "clip_classification", "--nb_classes", "6", *TINY, "--data_path", split, "--data_root", demo, "--eval",
-        "--finetune", out / "checkpoint-best.pth", "--output_dir", ev, "--video_id_regex", "^(.*)$")
+    ok(run_finetune.cli, "--model", "svfap_tiny_patch16_160", "--data_set", "custom", "--task",
+       "clip_classification", "--nb_classes", "6", *TINY, "--data_path", split, "--data_root", demo, "--eval",
+       "--finetune", out / "checkpoint-best.pth", "--output_dir", ev, "--video_id_regex", "^(.*)$")
     pred = pd.read_csv(ev / "pred.csv")
     assert len(pred) == 12 and pred["id"].is_unique  # 24 clips averaged into 12 videos
     metrics = json.loads((ev / "metrics.json").read_text())

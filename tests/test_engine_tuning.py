@@ -3,12 +3,14 @@ what trained, --eval and the tools load them over a backbone file that moved, an
 writes a plain checkpoint with the same outputs."""
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, run
+import run_finetune
+from conftest import TINY, in_process
 from datasets import read_annotations
 from models import load_checkpoint_file, model_from_checkpoint
 from models.tuning import Tuning, is_trained
@@ -42,9 +44,11 @@ def runs(demo, pretrained, fit_split, tmp_path_factory):
         root = tmp_path_factory.mktemp(mode)
         backbone = root / "backbone.pth"
         shutil.copy(pretrained, backbone)
-        proc = run("run_finetune.py", *LEARN, *extra, "--tuning", mode, "--finetune", backbone,
-                   "--data_path", fit_split, "--data_root", demo, "--output_dir", root / "run")
-        out[mode] = (root, proc)
+        status, stdout, stderr = in_process(run_finetune.cli, [
+            *LEARN, *extra, "--tuning", mode, "--finetune", backbone, "--data_path", fit_split, "--data_root", demo,
+            "--output_dir", root / "run"])
+        assert status == 0, stdout[-3000:] + stderr[-3000:]
+        out[mode] = (root, SimpleNamespace(stdout=stdout))
     return out
 
 
@@ -72,8 +76,10 @@ def test_eval_predict_and_merge_load_a_lora_checkpoint_over_a_moved_backbone(run
     shutil.move(root / "backbone.pth", moved)
     adapter = root / "run" / "checkpoint-best.pth"
     ev = tmp_path / "eval"
-    run("run_finetune.py", *LEARN, "--data_path", fit_split, "--data_root", demo, "--eval", "True",
-        "--finetune", adapter, "--backbone", moved, "--output_dir", ev)
+    status, stdout, stderr = in_process(run_finetune.cli, [*LEARN, "--data_path", fit_split, "--data_root", demo,
+                                                           "--eval", "True", "--finetune", adapter, "--backbone", moved,
+                                                           "--output_dir", ev])
+    assert status == 0, stdout[-3000:] + stderr[-3000:]
     trained = json.loads((root / "run" / "metrics.json").read_text())
     assert json.loads((ev / "metrics.json").read_text())["war"] == trained["war"]
 

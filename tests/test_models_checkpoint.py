@@ -52,9 +52,13 @@ def test_checkpoint_file_with_namespace_loads_weights_only(tmp_path):
 
 def test_wider_checkpoint_fails_and_says_so(tmp_path):
     # The release registered the pre-training model 768 wide; fine-tuning it must not start silently.
-    pre = timm.create_model("pretrain_svfap_base_patch16_160", encoder_embed_dim=768, encoder_num_heads=12)
+    # Widths as the release's, depths and frame size small: the width is what is checked.
+    small = dict(img_size=64, stage_depths=(1, 1, 1), num_bottleneck_tokens=4)
+    pre = timm.create_model("pretrain_svfap_base_patch16_160", encoder_embed_dim=768, encoder_num_heads=12,
+                            decoder_depth=1, **small)
     path = _release_checkpoint(tmp_path / "wide.pth", pre.state_dict())
-    ft = timm.create_model("svfap_base_patch16_160")
+    ft = timm.create_model("svfap_base_patch16_160", **small)
+    assert ft.embed_dim == 512
     before = ft.blocks[0].attn.qkv.weight.clone()
     with pytest.raises(CheckpointMismatchError, match="768 wide but the model is 512 wide"):
         load_pretrained(ft, path, verbose=False)

@@ -18,7 +18,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 import models  # noqa: F401
 import run_finetune
-from conftest import REPO
+from conftest import REPO, in_process
 from datasets.masking import TubeMaskGenerator
 from engine.compile import compile_enabled, compiled
 from engine.runtime import wrap_model
@@ -149,19 +149,23 @@ def test_compile_option_is_auto_true_or_false():
         compiled(model, "fastest")
 
 
-def _finetune(out, data, root, *extra):
-    """A one-step fine-tuning run on four demo clips; its stdout and first training loss."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_COMPILE_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "run_finetune.py", "--model", "svfap_tiny_patch16_160", "--data_set", "custom",
-         "--nb_classes", "6", "--data_path", str(data), "--data_root", str(root), "--batch_size", "4",
-         "--epochs", "1", "--stage_depths", "1", "--input_size", "32", "--num_frames", "4", "--drop_path", "0",
-         "--num_workers", "0", "--device", "cpu", "--amp", "none", "--warmup_epochs", "0",
-         "--auto_resume", "False", "--output_dir", str(out), *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def _finetune(out, data, root, *extra, fresh_process=True):
+    """A one-step fine-tuning run on four demo clips (in a fresh process, or in this one); its stdout
+    and first training loss."""
+    argv = ["--model", "svfap_tiny_patch16_160", "--data_set", "custom", "--nb_classes", "6", "--data_path", str(data),
+            "--data_root", str(root), "--batch_size", "4", "--epochs", "1", "--stage_depths", "1", "--input_size", "32",
+            "--num_frames", "4", "--drop_path", "0", "--num_workers", "0", "--device", "cpu", "--amp", "none",
+            "--warmup_epochs", "0", "--auto_resume", "False", "--output_dir", str(out), *extra]
+    if fresh_process:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+        proc = subprocess.run([sys.executable, "run_finetune.py", *argv], cwd=REPO, capture_output=True, text=True,
+                              timeout=900, env=env)
+        status, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+    else:
+        status, stdout, stderr = in_process(run_finetune.cli, argv)
+    assert status == 0, stdout[-3000:] + stderr[-3000:]
     loss = json.loads((out / "log.txt").read_text().splitlines()[-1])["train_loss"]
-    return proc.stdout, loss
+    return stdout, loss
 
 
 @needs_compiler
@@ -187,6 +191,6 @@ def test_compile_cache_in_the_output_folder_is_reused_by_the_next_run(demo, tmp_
     assert hit, second
     seconds = [float(re.search(r"torch\.compile: ([\d.]+) s compiling", text).group(1)) for text in (first, second)]
     print(f"compiling the first step: {seconds[0]:.1f} s, then {seconds[1]:.1f} s from the cache")
-    eager, eager_loss = _finetune(tmp_path / "eager", data, demo, "--compile", "auto")
+    eager, eager_loss = _finetune(tmp_path / "eager", data, demo, "--compile", "auto", fresh_process=False)
     assert "torch.compile: off (--compile auto on cpu: on CUDA only)" in eager
     assert compiled_loss == pytest.approx(eager_loss, rel=1e-5) and second_loss == pytest.approx(eager_loss, rel=1e-5)
