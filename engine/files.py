@@ -54,6 +54,18 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
+def _give_up(tmps, path, error):
+    """After a failed write: remove the temporary files; an OSError becomes the write failure that
+    names ``path``."""
+    for tmp in tmps:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+    if isinstance(error, OSError):
+        raise write_failure(path, error) from error
+
+
 def write_together(writers):
     """Write files that belong together: ``writers`` is ``[(path, write(binary file)), ...]``;
     each is written to its temporary file in turn, and all are renamed into place only when every
@@ -74,13 +86,7 @@ def write_together(writers):
         for folder in {os.path.dirname(os.path.abspath(p)) for p, _ in writers}:
             _fsync_folder(folder)
     except BaseException as e:
-        for tmp in tmps:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
-        if isinstance(e, OSError):
-            raise write_failure(current, e) from e
+        _give_up(tmps, current, e)
         raise
 
 
@@ -98,12 +104,7 @@ def atomic_file(path, binary=False):
         os.replace(tmp, path)
         _fsync_folder(os.path.dirname(os.path.abspath(path)))
     except BaseException as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise write_failure(path, e) from e
+        _give_up([tmp], path, e)
         raise
 
 
