@@ -70,31 +70,28 @@ def case(folder_name):
     return folder
 
 
-def reports_whole_or_not_at_all():
+def reports_over_old_ones(name, rows, free_pages):
+    """Reports of 5 rows in a folder, then ``rows`` rows over them with ``free_pages(new rows)``
+    pages of disk left: the error, what the folder holds, and whether the old reports are intact."""
     from engine.reports import write_reports
-    folder = case("reports")
+    folder = case(name)
     old = frame(5)
     write_reports(str(folder), old, metrics_of(old), "cls", ["a", "b", "c"])
     before = {p: (folder / p).read_bytes() for p in ("pred.csv", "metrics.json")}
-    big = frame(20000)
-    leave(2)
-    error, _ = outcome(lambda: write_reports(str(folder), big, metrics_of(big), "cls", ["a", "b", "c"]))
+    new = frame(rows)
+    leave(free_pages(new))
+    error, _ = outcome(lambda: write_reports(str(folder), new, metrics_of(new), "cls", ["a", "b", "c"]))
     intact = all((folder / p).read_bytes() == b for p, b in before.items())
     return {"error": error, "left": listing(folder), "intact": intact}
+
+
+def reports_whole_or_not_at_all():
+    return reports_over_old_ones("reports", 20000, lambda new: 2)
 
 
 def metrics_json_after_pred_csv():
     """pred.csv fits, metrics.json does not: neither is replaced (they are renamed together)."""
-    from engine.reports import write_reports
-    folder = case("metrics")
-    old = frame(5)
-    write_reports(str(folder), old, metrics_of(old), "cls", ["a", "b", "c"])
-    before = {p: (folder / p).read_bytes() for p in ("pred.csv", "metrics.json")}
-    new = frame(400)
-    leave(pages(len(new.to_csv(index=False).encode())))
-    error, _ = outcome(lambda: write_reports(str(folder), new, metrics_of(new), "cls", ["a", "b", "c"]))
-    intact = all((folder / p).read_bytes() == b for p, b in before.items())
-    return {"error": error, "left": listing(folder), "intact": intact}
+    return reports_over_old_ones("metrics", 400, lambda new: pages(len(new.to_csv(index=False).encode())))
 
 
 def plot():
